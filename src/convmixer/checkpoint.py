@@ -1,0 +1,336 @@
+"""Reading and writing ConvMixer weights in every layout found in the wild.
+
+Layouts (depth d), see shared/reference: the official ``nn.Sequential`` one (``0.*``, ``2.*``,
+``{3+i}.0.fn.0.*`` ... ``{d+5}.*``) and timm's (``stem.0.*`` ... ``head.*``), which is also this
+project's. Files may be ``.pth``/``.pth.tar`` (read with ``torch.load(weights_only=True)``: no pickled
+code runs) or ``.safetensors``; weights may be wrapped in ``state_dict``/``model``/``state_dict_ema``
+and prefixed by ``module.`` (DDP) or ``_orig_mod.`` (torch.compile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .io import atomic_write, cache_dir
+
+StateDict = dict[str, torch.Tensor]
+
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
+PREFIXES = ("module.", "_orig_mod.")
+FORMAT = "convmixer"  # safetensors metadata tag of this project's own files
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layout conversion: the one place that knows both key schemes.
+# ----------------------------------------------------------------------------------------------------------------
+_OFFICIAL_KEY = re.compile(r"^(\d+)\.(.+)$")
+_TIMM_KEY = re.compile(r"^(stem\.\d+|blocks\.(\d+)|head)\.(.+)$")
+
+
+def detect_layout(state_dict: StateDict) -> str:
+    """"official" when every key starts with a Sequential index, "timm" otherwise."""
+    if state_dict and all(_OFFICIAL_KEY.match(k) for k in state_dict):
+        return "official"
+    return "timm"
+
+
+def official_to_timm(state_dict: StateDict) -> StateDict:
+    """Rename official ``nn.Sequential`` keys to timm/project keys. Depth is read off the classifier index."""
+    indices = {int(_OFFICIAL_KEY.match(k).group(1)) for k in state_dict}
+    head = max(indices)
+    depth = head - 5
+    expected = {0, 2, head} | set(range(3, 3 + depth))
+    if depth < 1 or indices != expected:
+        raise CheckpointError(
+            f"keys do not form the official ConvMixer layout (module indices {sorted(indices)[:8]}...)"
+        )
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        idx, rest = _OFFICIAL_KEY.match(key).groups()
+        i = int(idx)
+        new = f"stem.{i}" if i in (0, 2) else "head" if i == head else f"blocks.{i - 3}"
+        out[f"{new}.{rest}"] = value
+    return out
+
+
+def timm_to_official(state_dict: StateDict) -> StateDict:
+    """Rename timm/project keys to the official ``nn.Sequential`` layout."""
+    blocks = {int(m.group(2)) for k in state_dict if (m := _TIMM_KEY.match(k)) and m.group(2) is not None}
+    depth = max(blocks) + 1 if blocks else 0
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        m = _TIMM_KEY.match(key)
+        if m is None:
+            raise CheckpointError(f"key {key!r} is not part of a ConvMixer (timm layout)")
+        part, block, rest = m.groups()
+        idx = int(part.split(".")[1]) if part.startswith("stem") else depth + 5 if part == "head" else 3 + int(block)
+        out[f"{idx}.{rest}"] = value
+    return out
+
+
+def convert_layout(state_dict: StateDict, to: str) -> StateDict:
+    """Return ``state_dict`` in layout ``to`` ("timm" or "official"), converting only when needed."""
+    if to not in ("timm", "official"):
+        raise ValueError(f"unknown layout {to!r}")
+    have = detect_layout(state_dict)
+    if have == to:
+        return dict(state_dict)
+    return official_to_timm(state_dict) if to == "timm" else timm_to_official(state_dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    """What a weights file holds: the state dict (already unwrapped) and, if saved by us, the model config."""
+
+    state_dict: StateDict
+    model_config: dict[str, Any] | None = None  # constructor kwargs, e.g. ConvMixer(**model_config)
+    model_name: str | None = None  # registry name the weights were trained as
+    metadata: dict[str, Any] = field(default_factory=dict)  # everything else stored beside the weights
+
+
+def _strip_prefixes(state_dict: StateDict) -> StateDict:
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def unwrap_state_dict(obj: Any, use_ema: bool = False) -> StateDict:
+    """Find the tensor dict inside a loaded checkpoint object and strip DDP/compile prefixes."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"expected a dict of tensors, found a {type(obj).__name__}")
+    if use_ema:
+        for key in ("state_dict_ema", "model_ema"):
+            if isinstance(obj.get(key), dict) and obj[key]:
+                return unwrap_state_dict(obj[key])
+        raise CheckpointError("the checkpoint holds no EMA weights (no 'state_dict_ema' entry)")
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and inner:
+            return unwrap_state_dict(inner)
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"no tensors found in the checkpoint (top-level keys: {sorted(map(str, obj))[:8]})")
+    return _strip_prefixes(tensors)
+
+
+def _read_torch(path: Path) -> Any:
+    # timm's training script stores its argparse.Namespace beside the weights; it holds only plain values.
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if culprit is None:
+            raise CheckpointError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from None
+        raise CheckpointError(
+            f"{path} holds Python objects other than tensors; refusing to unpickle it (weights_only=True): {culprit}"
+        ) from None
+    except Exception as e:  # garbage bytes surface as any of a dozen exception types inside the unpickler
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+
+
+def read_checkpoint(path: str | os.PathLike, use_ema: bool = False) -> Checkpoint:
+    """Read a weights file of any supported kind and layout. Keys come back as written (layout unchanged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}" if not path.exists() else f"not a file: {path}")
+    if path.suffix == ".safetensors":
+        tensors, meta = _read_safetensors(path)
+        config = json.loads(meta["model_config"]) if "model_config" in meta else None
+        extra = json.loads(meta.get("extra", "{}"))
+        return Checkpoint(_strip_prefixes(tensors), config, meta.get("model_name") or None, extra)
+    obj = _read_torch(path)
+    state_dict = unwrap_state_dict(obj, use_ema=use_ema)
+    config = obj.get("model_config") if isinstance(obj.get("model_config"), dict) else None
+    name = obj.get("model_name") if isinstance(obj.get("model_name"), str) else None
+    meta = {k: v for k, v in obj.items() if k not in (*WRAPPER_KEYS, "model_config", "model_name", "optimizer")}
+    return Checkpoint(state_dict, config, name, meta)
+
+
+@dataclass
+class LoadReport:
+    """How a checkpoint's keys matched a model's."""
+
+    loaded: list[str]
+    missing: list[str]  # in the model, not in the file
+    unexpected: list[str]  # in the file, not in the model
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (key, shape in file, shape in model)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problem_keys(self) -> list[str]:
+        return [*self.missing, *self.unexpected, *(k for k, _, _ in self.mismatched)]
+
+    def describe(self, only: list[str] | None = None, limit: int = 6) -> str:
+        keep = (lambda k: k in only) if only is not None else (lambda k: True)
+
+        def fmt(items: list[str]) -> str:
+            items = [i for i in items if keep(i)]
+            return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+        parts = []
+        shapes = [f"{k} {list(a)} in file vs {list(b)} in model" for k, a, b in self.mismatched if keep(k)]
+        if shapes:
+            parts.append("shape mismatch: " + "; ".join(shapes[:limit]) +
+                         (f" and {len(shapes) - limit} more" if len(shapes) > limit else ""))
+        if any(keep(k) for k in self.missing):
+            parts.append(f"missing from file: {fmt(self.missing)}")
+        if any(keep(k) for k in self.unexpected):
+            parts.append(f"not in model: {fmt(self.unexpected)}")
+        return "; ".join(parts) or "all keys match"
+
+
+def match_state_dict(model: nn.Module, state_dict: StateDict) -> tuple[StateDict, LoadReport]:
+    """Split ``state_dict`` into what fits ``model`` (same key, same shape) and a report of the rest."""
+    own = model.state_dict()
+    if detect_layout(state_dict) == "official" and detect_layout(own) == "timm":
+        state_dict = official_to_timm(state_dict)
+    fitting = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    report = LoadReport(
+        loaded=list(fitting),
+        missing=[k for k in own if k not in state_dict],
+        unexpected=[k for k in state_dict if k not in own],
+        mismatched=[(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
+                    if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)],
+    )
+    return fitting, report
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True, use_ema: bool = False) -> LoadReport:
+    """Load weights from ``path`` into ``model`` in place, whatever the file's layout.
+
+    strict=True: every key must be present with the same shape, or a :class:`CheckpointError` names the
+    offending keys and shapes and nothing is loaded. strict=False: load what fits and report the rest
+    (e.g. a 1000-class checkpoint into a 10-class model leaves the head as it was).
+    """
+    ckpt = read_checkpoint(path, use_ema=use_ema)
+    fitting, report = match_state_dict(model, ckpt.state_dict)
+    if strict and not report.ok:
+        raise CheckpointError(f"{path} does not fit the model: {report.describe()}")
+    if not fitting:
+        raise CheckpointError(f"{path}: no weight fits the model ({report.describe()})")
+    model.load_state_dict(fitting, strict=False)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------
+def save_checkpoint(
+    model: nn.Module | StateDict,
+    path: str | os.PathLike,
+    *,
+    model_config: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    layout: str = "timm",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write weights as safetensors, with the model config as metadata, atomically.
+
+    ``model_config`` defaults to ``model.config()`` and ``model_name`` to the registry name the model was
+    created under, so :func:`build_from_checkpoint` can rebuild it. ``layout="official"`` writes the
+    official ``nn.Sequential`` key names (for tools that expect them). ``extra`` is any JSON-able dict.
+    """
+    from safetensors.torch import save as st_save
+
+    if isinstance(model, nn.Module):
+        state_dict = model.state_dict()
+        model_config = model_config or (model.config() if hasattr(model, "config") else None)
+        model_name = model_name or getattr(model, "registry_name", None)
+    else:
+        state_dict = model
+    state_dict = convert_layout(_strip_prefixes(dict(state_dict)), layout)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    metadata = {"format": FORMAT, "layout": layout, "extra": json.dumps(extra or {})}
+    if model_config is not None:
+        metadata["model_config"] = json.dumps(model_config)
+    if model_name:
+        metadata["model_name"] = model_name
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"save_checkpoint writes .safetensors files, got {path.name!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(st_save(tensors, metadata=metadata))
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def build_from_checkpoint(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False,
+                          **overrides: Any) -> nn.Module:
+    """Rebuild the model a checkpoint was saved from and load its weights (strictly).
+
+    Files without a stored config (the released paper weights) need ``model_name``; overrides such as
+    ``act="relu"`` replace stored settings.
+    """
+    from .models import ConvMixer, create_model
+
+    ckpt = read_checkpoint(path, use_ema=use_ema)
+    name = model_name or ckpt.model_name
+    config = {**(ckpt.model_config or {}), **overrides}
+    if name:
+        model = create_model(name, **config)
+    elif ckpt.model_config:
+        model = ConvMixer(**config)
+    else:
+        raise CheckpointError(f"{path} does not say which model it holds; pass the model name (--model NAME)")
+    fitting, report = match_state_dict(model, ckpt.state_dict)
+    if not report.ok:
+        raise CheckpointError(f"{path} does not fit {name or 'the stored config'}: {report.describe()}")
+    model.load_state_dict(fitting)
+    return model
+
+
+def fetch_weights(source: str | os.PathLike) -> Path:
+    """A local path as is; an http(s) URL downloaded once into the cache (torch.hub writes atomically)."""
+    source = str(source)
+    scheme = urllib.parse.urlparse(source).scheme
+    if scheme not in ("http", "https"):
+        return Path(source)
+    dest = cache_dir("weights") / Path(urllib.parse.urlparse(source).path).name
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(source, str(dest), progress=True)
+    except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+        raise CheckpointError(
+            f"could not download {source} ({e}); download it by hand and pass the file's path instead"
+        ) from None
+    return dest

@@ -1,0 +1,38 @@
+"""Registered ConvMixer variants: one line each.
+
+ImageNet variants are the paper's (Table 1 and the released weights); CIFAR-scale ones are the
+official convmixer-cifar10 model and the appendix's p=1 models.
+"""
+
+from __future__ import annotations
+
+from .convmixer import ConvMixer
+from .registry import PretrainedCfg, register_model
+
+RELEASES = "https://github.com/tmp-iclr/convmixer/releases/download/timm-v1.0/"
+CIFAR10 = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+               num_classes=10)
+
+
+def imagenet(weights: str | None = None, top1: float | None = None, top5: float | None = None) -> PretrainedCfg:
+    return PretrainedCfg(url=RELEASES + weights if weights else None, top1=top1, top5=top5)
+
+
+def register_convmixer(name: str, dim: int, depth: int, k: int, p: int, cfg: PretrainedCfg, **kwargs) -> None:
+    description = f"ConvMixer-{dim}/{depth}, k={k}, p={p}" + (f", {kwargs['act']}" if "act" in kwargs else "")
+    register_model(name, ConvMixer, cfg=cfg, description=description, dim=dim, depth=depth, kernel_size=k,
+                   patch_size=p, num_classes=cfg.num_classes, in_chans=cfg.input_size[0], **kwargs)
+
+
+# ImageNet-1k, 224 x 224 (the paper)
+register_convmixer("convmixer_1536_20", 1536, 20, 9, 7, imagenet("convmixer_1536_20_ks9_p7.pth.tar", 81.37, 95.62))
+register_convmixer("convmixer_768_32", 768, 32, 7, 7, imagenet("convmixer_768_32_ks7_p7_relu.pth.tar", 80.16, 95.07), act="relu")
+register_convmixer("convmixer_1024_20_ks9_p14", 1024, 20, 9, 14, imagenet("convmixer_1024_20_ks9_p14.pth.tar", 76.94, 93.36))
+register_convmixer("convmixer_1536_24_ks9_p14", 1536, 24, 9, 14, imagenet())
+register_convmixer("convmixer_1024_16_ks9_p7", 1024, 16, 9, 7, imagenet())
+register_convmixer("convmixer_512_16_ks8_p7", 512, 16, 8, 7, imagenet(top1=73.76))
+
+# CIFAR-10, 32 x 32
+register_convmixer("convmixer_256_8_ks5_p2", 256, 8, 5, 2, PretrainedCfg(**CIFAR10))
+register_convmixer("convmixer_256_8_ks9_p1", 256, 8, 9, 1, PretrainedCfg(**CIFAR10))
+register_convmixer("convmixer_256_16_ks9_p1", 256, 16, 9, 1, PretrainedCfg(**CIFAR10))
