@@ -134,7 +134,7 @@ def unwrap_state_dict(obj: Any, use_ema: bool = False) -> StateDict:
     return _strip_prefixes(tensors)
 
 
-def _read_torch(path: Path) -> Any:
+def read_torch_file(path: Path) -> Any:
     # timm's training script stores its argparse.Namespace beside the weights; it holds only plain values.
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -171,11 +171,12 @@ def read_checkpoint(path: str | os.PathLike, use_ema: bool = False) -> Checkpoin
         config = json.loads(meta["model_config"]) if "model_config" in meta else None
         extra = json.loads(meta.get("extra", "{}"))
         return Checkpoint(_strip_prefixes(tensors), config, meta.get("model_name") or None, extra)
-    obj = _read_torch(path)
+    obj = read_torch_file(path)
     state_dict = unwrap_state_dict(obj, use_ema=use_ema)
     config = obj.get("model_config") if isinstance(obj.get("model_config"), dict) else None
     name = obj.get("model_name") if isinstance(obj.get("model_name"), str) else None
-    meta = {k: v for k, v in obj.items() if k not in (*WRAPPER_KEYS, "model_config", "model_name", "optimizer")}
+    skip = (*WRAPPER_KEYS, "model_config", "model_name", "optimizer", "scaler", "rng")
+    meta = {k: v for k, v in obj.items() if k not in skip}
     return Checkpoint(state_dict, config, name, meta)
 
 
@@ -292,16 +293,14 @@ def save_checkpoint(
     return path
 
 
-def build_from_checkpoint(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False,
-                          **overrides: Any) -> nn.Module:
-    """Rebuild the model a checkpoint was saved from and load its weights (strictly).
+def build_model(ckpt: Checkpoint, model_name: str | None = None, **overrides: Any) -> nn.Module:
+    """Rebuild the model ``ckpt`` holds and load its weights strictly.
 
     Files without a stored config (the released paper weights) need ``model_name``; overrides such as
     ``act="relu"`` replace stored settings.
     """
     from .models import ConvMixer, create_model
 
-    ckpt = read_checkpoint(path, use_ema=use_ema)
     name = model_name or ckpt.model_name
     config = {**(ckpt.model_config or {}), **overrides}
     if name:
@@ -309,12 +308,21 @@ def build_from_checkpoint(path: str | os.PathLike, model_name: str | None = None
     elif ckpt.model_config:
         model = ConvMixer(**config)
     else:
-        raise CheckpointError(f"{path} does not say which model it holds; pass the model name (--model NAME)")
+        raise CheckpointError("the checkpoint does not say which model it holds; pass the model name (--model NAME)")
     fitting, report = match_state_dict(model, ckpt.state_dict)
     if not report.ok:
-        raise CheckpointError(f"{path} does not fit {name or 'the stored config'}: {report.describe()}")
+        raise CheckpointError(f"the checkpoint does not fit {name or 'its stored config'}: {report.describe()}")
     model.load_state_dict(fitting)
     return model
+
+
+def build_from_checkpoint(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False,
+                          **overrides: Any) -> nn.Module:
+    """Read ``path`` and rebuild its model with the weights loaded (see :func:`build_model`)."""
+    try:
+        return build_model(read_checkpoint(path, use_ema=use_ema), model_name, **overrides)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def fetch_weights(source: str | os.PathLike) -> Path:

@@ -63,13 +63,27 @@ def _saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
+def _flop_formulas() -> dict:
+    """torch's formulas plus the CPU attention kernel, which its registry misses (ViT baselines)."""
+    from torch.utils.flop_counter import flop_registry, sdpa_flop_count
+
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_sdpa is None or cpu_sdpa in flop_registry:
+        return {}
+
+    def attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    return {cpu_sdpa: attention_flops}
+
+
 def profile_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelProfile:
     """Measure ``model`` on one (1, C, H, W) image; the model's train/eval mode is restored afterwards."""
     was_training = model.training
     buffers = {name: b.clone() for name, b in model.named_buffers()}  # training-mode BN updates running stats
     try:
         model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as counter:
             model(torch.zeros(1, *input_size))
         flops = int(counter.get_total_flops())
         model.train()

@@ -39,7 +39,7 @@ def test_unknown_name_lists_close_matches():
     with pytest.raises(UnknownModelError, match="did you mean convmixer_1536_20"):
         create_model("convmixer_1536_2O")
     with pytest.raises(UnknownModelError, match="convmixer list"):
-        create_model("resnet9000xyz")
+        create_model("qqq9000xyz")
 
 
 def test_duplicate_registration_is_refused():

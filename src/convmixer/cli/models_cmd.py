@@ -60,6 +60,7 @@ def run_info(args: argparse.Namespace) -> int:
     if hasattr(model, "patch_size"):
         grid = size // model.patch_size
         info["tokens"] = f"{grid}x{grid}"
+    if hasattr(model, "kernel_size") and hasattr(model, "depth"):  # ConvMixer: p + d(k-1)p
         info["receptive_field_px"] = model.patch_size * (1 + model.depth * (model.kernel_size - 1))
     if args.json:
         print(json.dumps(info))
@@ -73,7 +74,9 @@ def run_info(args: argparse.Namespace) -> int:
         ("activations / image", f"{_human(prof.activation_bytes, 'B')} saved for backward (fp32)"),
     ]
     if "tokens" in info:
-        rows += [("patch grid", info["tokens"]), ("receptive field", f"{info['receptive_field_px']} px")]
+        rows.append(("patch grid", info["tokens"]))
+    if "receptive_field_px" in info:
+        rows.append(("receptive field", f"{info['receptive_field_px']} px"))
     for key, value in rows:
         print(f"{key:<20} {value}")
     return 0

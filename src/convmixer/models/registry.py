@@ -70,7 +70,7 @@ def register_model(
 
 def _ensure_populated() -> None:
     # The variants register themselves on import; importing here keeps registry.py free of cycles.
-    from . import variants  # noqa: F401
+    from . import baselines, variants  # noqa: F401
 
 
 def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:

@@ -10,6 +10,7 @@ from .convmixer import ConvMixer
 from .registry import PretrainedCfg, register_model
 
 RELEASES = "https://github.com/tmp-iclr/convmixer/releases/download/timm-v1.0/"
+FASHION_MNIST = dict(input_size=(1, 28, 28), crop_pct=1.0, mean=(0.2860,), std=(0.3530,), num_classes=10)
 CIFAR10 = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
                num_classes=10)
 
@@ -36,3 +37,6 @@ register_convmixer("convmixer_512_16_ks8_p7", 512, 16, 8, 7, imagenet(top1=73.76
 register_convmixer("convmixer_256_8_ks5_p2", 256, 8, 5, 2, PretrainedCfg(**CIFAR10))
 register_convmixer("convmixer_256_8_ks9_p1", 256, 8, 9, 1, PretrainedCfg(**CIFAR10))
 register_convmixer("convmixer_256_16_ks9_p1", 256, 16, 9, 1, PretrainedCfg(**CIFAR10))
+
+# Fashion-MNIST, 28 x 28 grayscale: the default of `convmixer train` (configs/fmnist.yaml)
+register_convmixer("convmixer_fmnist", 256, 8, 3, 4, PretrainedCfg(**FASHION_MNIST))

@@ -1,0 +1,134 @@
+"""torchrun + DistributedDataParallel: detection from the environment, set-up and metric reduction.
+
+``torchrun --nproc_per_node=N -m convmixer train ...`` sets RANK, LOCAL_RANK and WORLD_SIZE; without
+them this is a single process and every helper here is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0  # global rank of this process
+    local_rank: int = 0  # rank on this machine (which GPU)
+    world_size: int = 1  # number of processes
+    restart: int = 0  # how many times torchrun's elastic agent restarted the workers
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info_from_env() -> DistInfo:
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return DistInfo()
+    return DistInfo(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]),
+                    int(env.get("TORCHELASTIC_RESTART_COUNT", 0)))
+
+
+def resolve_device(requested: str, info: DistInfo) -> torch.device:
+    """``auto`` picks CUDA when present; under torchrun each rank takes the GPU of its local rank."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r} requested but CUDA is not available (use --device cpu)")
+        if info.enabled or requested == "cuda":
+            index = info.local_rank if info.enabled else torch.cuda.current_device()
+            requested = f"cuda:{index}"
+        device = torch.device(requested)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{requested}: only {torch.cuda.device_count()} GPU(s) visible")
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def init_distributed(info: DistInfo, device: torch.device) -> None:
+    """Join the process group: NCCL between GPUs, gloo on the CPU."""
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks in place (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s Python object on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the global batch of all processes, on any device.
+
+    torch's SyncBatchNorm runs only on GPUs; this one all-reduces sums with the autograd-aware
+    ``torch.distributed.nn.functional.all_reduce`` (two passes: mean, then centered sum of squares), so
+    gradients flow through the statistics exactly as in a single process holding the whole batch.
+    Evaluation, and training without a process group, is plain BatchNorm2d. Same parameters and buffers,
+    so checkpoints are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = (0, 2, 3)
+        count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
+        n = all_reduce(count)[0]
+        mean = all_reduce(x.sum(dims)) / n
+        centered = x - mean[None, :, None, None]
+        var = all_reduce(centered.square().sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), factor)
+        y = centered * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
+def convert_sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Global-batch BatchNorm: torch's SyncBatchNorm on GPUs, :class:`CrossProcessBatchNorm2d` elsewhere."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for module in model.modules():
+        if type(module) is torch.nn.BatchNorm2d:
+            module.__class__ = CrossProcessBatchNorm2d  # same state; only forward changes
+    return model

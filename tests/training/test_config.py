@@ -1,0 +1,99 @@
+import pytest
+import yaml
+
+from convmixer.errors import ConfigError, UnknownModelError
+from convmixer.training.config import (TrainConfig, dump_yaml, list_recipes, load_config, parse_assignment,
+                                       set_value)
+
+
+def test_every_field_has_a_comment():
+    """Config is documentation: each dataclass field carries a comment (the guide's rule)."""
+    import inspect
+
+    from convmixer.training import config as module
+
+    source = inspect.getsource(module)
+    for cls in (module.ModelConfig, module.OptimConfig, module.ScheduleConfig, module.RunConfig):
+        for name in cls.__dataclass_fields__:
+            line = next(line for line in source.splitlines() if line.strip().startswith(f"{name}:"))
+            assert "#" in line, f"{cls.__name__}.{name} has no comment"
+
+
+def test_set_is_type_checked():
+    cfg = TrainConfig()
+    set_value(cfg, *parse_assignment("optim.lr=3e-3"))  # YAML reads 3e-3 as a string; the field says float
+    assert cfg.optim.lr == 0.003
+    set_value(cfg, *parse_assignment("optim.betas=[0.8, 0.95]"))
+    assert cfg.optim.betas == (0.8, 0.95)
+    set_value(cfg, *parse_assignment("optim.clip_grad=null"))
+    assert cfg.optim.clip_grad is None
+    set_value(cfg, *parse_assignment("run.compile=true"))
+    assert cfg.run.compile is True
+    set_value(cfg, *parse_assignment("aug.randaugment="))
+    assert cfg.aug.randaugment == ""
+    for bad, match in [("schedule.epochs=2.5", "integer"), ("run.amp=fp8", "one of"), ("optim.lr=fast", "number"),
+                       ("optim.betas=[1]", "2 elements"), ("run.progress=maybe", "true or false"),
+                       ("optim.lrr=1", "did you mean optim.lr"), ("optim=3", "section"), ("nonsense", "key=value")]:
+        with pytest.raises(ConfigError, match=match):
+            set_value(cfg, *parse_assignment(bad))
+
+
+@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_long", "cifar10", "imagenet_1536_20", "imagenet_768_32"])
+def test_shipped_recipes_load_and_validate(recipe, tmp_path):
+    cfg = load_config(recipe)
+    if cfg.data.dataset in ("folder", "cifar10"):
+        cfg.data.root = str(tmp_path)
+    cfg.validate()
+    again = TrainConfig.from_dict(yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
+
+
+def test_recipe_values_are_the_papers():
+    cfg = load_config("imagenet_1536_20")
+    assert (cfg.model.name, cfg.schedule.epochs, cfg.data.batch_size, cfg.optim.lr, cfg.optim.eps) == \
+        ("convmixer_1536_20", 150, 64, 0.01, 1e-3)
+    assert (cfg.aug.randaugment, cfg.aug.mixup_alpha, cfg.aug.cutmix_alpha, cfg.aug.erase_prob,
+            cfg.aug.label_smoothing, cfg.optim.clip_grad) == ("rand-m9-mstd0.5-inc1", 0.5, 0.5, 0.25, 0.1, 1.0)
+    assert load_config("imagenet_768_32").schedule.epochs == 300
+    cifar = load_config("cifar10")
+    assert (cifar.model.name, cifar.data.batch_size, cifar.optim.lr, cifar.optim.weight_decay, cifar.schedule.epochs) \
+        == ("convmixer_256_8_ks5_p2", 512, 0.05, 0.005, 25)
+
+
+@pytest.mark.parametrize("assignment,match", [
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("model.patch_size=32", "larger than the 28x28"),
+    ("data.dataset=imagenet22k", "unknown dataset"),
+    ("data.root=/no/such/dir", "does not exist"),
+    ("schedule.peak_at=0.9", "peak_at <= anneal_at"),
+    ("run.device=tpu", "run.device"),
+    ("model.act=tanh", "unknown activation"),
+])
+def test_invalid_values_fail_validation(assignment, match):
+    cfg = load_config("fmnist", [assignment])
+    with pytest.raises(ConfigError, match=match):
+        cfg.validate()
+
+
+def test_unknown_model_and_bad_override():
+    with pytest.raises(UnknownModelError, match="did you mean"):
+        load_config("fmnist", ["model.name=convmixer_1536_21"]).validate()
+    cfg = load_config("fmnist", ["model.name=convmixer_256_8_ks5_p2", "model.dim=0"])
+    with pytest.raises(ConfigError, match="dim"):
+        cfg.validate()
+
+
+def test_missing_or_broken_recipe(tmp_path):
+    with pytest.raises(ConfigError, match="recipes: .*fmnist"):
+        load_config("no_such_recipe")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "x.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'optim.learning_rate'"):
+        load_config(str(typo))
+    assert {"fmnist", "cifar10", "imagenet_1536_20"} <= set(list_recipes())

@@ -1,0 +1,46 @@
+"""torchrun with 2 CPU processes (gloo) trains like 1 process with the same global batch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convmixer.training.state import load_state
+
+from .conftest import TINY
+
+
+def run(tmp_path, name, nproc, batch):
+    common = [*sum((["--set", a] for a in TINY), []), "--set", f"data.batch_size={batch}",
+              "--set", "model.sync_bn=true", "--set", "aug.crop=none", "--set", "aug.hflip=0",
+              "--out-dir", str(tmp_path), "--name", name, "--device", "cpu"]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "convmixer", "train", *common]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+               "-m", "convmixer", "train", *common]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                                   "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    one = run(tmp_path, "one", 1, 32)
+    two = run(tmp_path, "two", 2, 16)
+    m1 = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(m1) == len(m2) == 2
+    for a, b in zip(m1, m2):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-3)
+    w1, w2 = load_state(tmp_path / "one" / "last.pt")["model"], load_state(tmp_path / "two" / "last.pt")["model"]
+    for k in w1:
+        if w1[k].is_floating_point():
+            torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-4)
+    # rank 0 alone writes: one run directory, one set of files, one summary line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert two.stdout.count("test top-1") == 1

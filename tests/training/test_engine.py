@@ -1,0 +1,107 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from convmixer.checkpoint import read_checkpoint
+from convmixer.errors import ConfigError
+from convmixer.training import engine as engine_module
+from convmixer.training.engine import NonFiniteLossError, Trainer
+from convmixer.training.state import load_state
+
+
+def final_weights(run_dir):
+    return load_state(run_dir / "last.pt")["model"]
+
+
+def test_train_writes_the_run_directory(tiny_cfg):
+    result = Trainer(tiny_cfg("run.ema_decay=0.9")).fit()
+    run = result.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all({"train_loss", "eval_top1", "eval_top5", "eval_ema_top1", "lr"} <= set(r) for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 16 and summary["epochs"] == 2
+    assert summary["test_top1"] == records[-1]["eval_top1"] and 0 <= summary["test_top1"] <= 100
+    state = load_state(run / "last.pt")
+    assert state["config"]["model"]["dim"] == 16 and state["progress"]["step"] == 16
+    assert state["model_ema"] is not None
+    # the checkpoint is readable as plain weights, with its model config, by everything downstream
+    ckpt = read_checkpoint(run / "best.pt")
+    assert ckpt.model_name == "convmixer_256_8_ks5_p2" and ckpt.model_config["in_chans"] == 1
+    ema = read_checkpoint(run / "last.pt", use_ema=True).state_dict
+    assert not torch.equal(ema["head.weight"], ckpt.state_dict["head.weight"])
+
+
+def test_learns_the_synthetic_task(tiny_cfg):
+    summary = Trainer(tiny_cfg("schedule.epochs=6", "data.synthetic_size=512", "optim.lr=0.01")).fit().summary
+    assert summary["test_top1"] > 50  # 4 classes: chance is 25%
+
+
+def interrupt_at(monkeypatch, step, signum=signal.SIGINT):
+    original = Trainer._train_step
+
+    def wrapped(self, batches):
+        stats = original(self, batches)
+        if self.progress.step + 1 == step:  # this call performs optimizer step number `step`
+            os.kill(os.getpid(), signum)
+        return stats
+
+    monkeypatch.setattr(Trainer, "_train_step", wrapped)
+
+
+@pytest.mark.parametrize("stop_step,signum", [(5, signal.SIGINT), (8, signal.SIGTERM), (11, signal.SIGINT)])
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tiny_cfg, monkeypatch, stop_step, signum):
+    extra = ("run.ema_decay=0.5", "optim.accum_steps=2", "data.synthetic_size=512")
+    full = Trainer(tiny_cfg(*extra, name="full")).fit()
+    with monkeypatch.context() as m:
+        interrupt_at(m, stop_step, signum)
+        cut = Trainer(tiny_cfg(*extra, name="cut")).fit()
+    assert cut.stopped_by == signal.Signals(signum).name
+    assert load_state(cut.run_dir / "last.pt")["progress"]["step"] == stop_step
+    resumed = Trainer(None, resume=cut.run_dir).fit()
+    assert resumed.stopped_by is None
+    a, b = final_weights(full.run_dir), final_weights(resumed.run_dir)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    ema_a = load_state(full.run_dir / "last.pt")["model_ema"]
+    ema_b = load_state(resumed.run_dir / "last.pt")["model_ema"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    # metrics of the resumed run cover each epoch once
+    epochs = [json.loads(line)["epoch"] for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):
+    calls = {"n": 0}
+    real = engine_module.soft_cross_entropy
+
+    def poisoned(logits, targets):
+        calls["n"] += 1
+        loss = real(logits, targets)
+        return loss * float("nan") if calls["n"] == 11 else loss  # step 11 is in epoch 2
+
+    monkeypatch.setattr(engine_module, "soft_cross_entropy", poisoned)
+    cfg = tiny_cfg()
+    with pytest.raises(NonFiniteLossError, match="non-finite at step 11.*last good checkpoint"):
+        Trainer(cfg).fit()
+    state = load_state(tiny_cfg().run.out_dir + "/run/last.pt")
+    assert state["progress"]["step"] == 8  # the end of epoch 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_refuses_to_overwrite_a_run_and_resume_needs_a_run(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg("schedule.epochs=1")).fit()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(tiny_cfg("schedule.epochs=1"))
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        Trainer(None, resume=tmp_path / "nowhere")
+
+
+def test_max_steps_and_accumulation(tiny_cfg):
+    summary = Trainer(tiny_cfg("optim.accum_steps=2", "run.max_steps=3")).fit().summary
+    assert summary["steps"] == 3 and summary["test_top1"] is not None

@@ -1,0 +1,34 @@
+import torch
+
+from convmixer import ConvMixer
+from convmixer.training.config import OptimConfig
+from convmixer.training.optim import build_optimizer, param_groups, soft_cross_entropy
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    model = ConvMixer(8, 2, kernel_size=3, patch_size=2, num_classes=4)
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decayed == {"stem.0.weight", "blocks.0.0.fn.0.weight", "blocks.0.1.weight", "blocks.1.0.fn.0.weight",
+                       "blocks.1.1.weight", "head.weight"}
+    assert all(names[id(p)].endswith("bias") or ".2." in names[id(p)] or names[id(p)].startswith("blocks")
+               for p in no_decay["params"])
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_optimizer_uses_the_recipe_settings():
+    opt = build_optimizer(ConvMixer(8, 1, num_classes=2), OptimConfig(lr=0.02, eps=1e-3, betas=(0.8, 0.9)))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["eps"] == 1e-3 and opt.defaults["betas"] == (0.8, 0.9)
+
+
+def test_soft_cross_entropy_matches_hard_and_smoothed():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 5), torch.randint(0, 5, (6,))
+    onehot = torch.nn.functional.one_hot(labels, 5).float()
+    torch.testing.assert_close(soft_cross_entropy(logits, onehot), torch.nn.functional.cross_entropy(logits, labels))
+    smooth = onehot * 0.9 + 0.1 / 5
+    torch.testing.assert_close(soft_cross_entropy(logits, smooth),
+                               torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))

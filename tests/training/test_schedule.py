@@ -1,0 +1,33 @@
+import pytest
+
+from convmixer.training.config import ScheduleConfig
+from convmixer.training.schedule import lr_at, onecycle_lr
+
+
+def test_onecycle_knots():
+    total, lr = 1000, 0.01
+    assert onecycle_lr(0, total, lr) == 0.0
+    assert onecycle_lr(400, total, lr) == pytest.approx(lr)
+    assert onecycle_lr(800, total, lr) == pytest.approx(lr / 20)
+    assert onecycle_lr(1000, total, lr) == 0.0
+    assert onecycle_lr(200, total, lr) == pytest.approx(lr / 2)  # linear warm-up
+    assert onecycle_lr(600, total, lr) == pytest.approx((lr + lr / 20) / 2)  # linear anneal
+    assert onecycle_lr(900, total, lr) == pytest.approx(lr / 40)  # linear fall to 0
+
+
+def test_onecycle_is_a_pure_function_and_bounded():
+    values = [onecycle_lr(s, 777, 0.05) for s in range(778)]
+    assert values == [onecycle_lr(s, 777, 0.05) for s in range(778)]
+    assert max(values) <= 0.05 and min(values) >= 0
+    peak = values.index(max(values))
+    assert all(a <= b for a, b in zip(values[:peak], values[1:peak + 1]))  # rises to the peak
+    assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))  # then never rises again
+
+
+def test_custom_knots_and_constant():
+    cfg = ScheduleConfig(peak_at=0.2, anneal_at=0.5, final_div=10)
+    assert lr_at(20, 100, 1.0, cfg) == pytest.approx(1.0)
+    assert lr_at(50, 100, 1.0, cfg) == pytest.approx(0.1)
+    assert lr_at(37, 100, 0.3, ScheduleConfig(kind="constant")) == 0.3
+    with pytest.raises(ValueError):
+        onecycle_lr(0, 0, 1.0)
