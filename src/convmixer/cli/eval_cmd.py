@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_execution(model, mode="infer", device=device, input_shape=shape, options=FastOptions(plain=args.plain))
     apply_plan(model, plan)
     prepare = lambda images: plan.prepare_input(data.normalize(images))  # noqa: E731
-    result = evaluate(model, data.eval_loader.iterate(), prepare, data.num_classes, plan.autocast(), progress=True)
+    result = evaluate(model, data.eval_loader.iterate(), prepare, data.num_classes, plan.autocast(), progress=True,
+                      total=len(data.eval_loader))
 
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
     out.mkdir(parents=True, exist_ok=True)

@@ -262,8 +262,9 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         prepare = lambda images: self.plan.prepare_input(self.data.normalize(images))  # noqa: E731
-        result: EvalResult = evaluate(self.model, self.data.eval_loader.iterate(), prepare, self.data.num_classes,
-                                      self.plan.autocast(), progress=self.main and self.cfg.run.progress)
+        loader = self.data.eval_loader
+        result: EvalResult = evaluate(self.model, loader.iterate(), prepare, self.data.num_classes, self.plan.autocast(),
+                                      progress=self.main and self.cfg.run.progress, total=len(loader))
         metrics = result.as_dict("eval")
         if self.ema is not None:
             ema_result = evaluate(self.ema.module, self.data.eval_loader.iterate(), prepare, self.data.num_classes,

@@ -39,8 +39,10 @@ def evaluate(
     num_classes: int,
     autocast=None,
     progress: bool = False,
+    total: int | None = None,
 ) -> EvalResult:
-    """Run ``model`` over (uint8 images, labels) batches; ``prepare`` turns uint8 into model input.
+    """Run ``model`` over (uint8 images, labels) batches; ``prepare`` turns uint8 into model input; ``total`` is
+    the number of batches, for the progress bar.
 
     Each rank passes its own shard; sums are all-reduced so every rank returns the global result.
     """
@@ -53,7 +55,7 @@ def evaluate(
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="eval", leave=False, unit="batch")
+        batches = tqdm(batches, total=total, desc="eval", leave=False, unit="batch", dynamic_ncols=True)
     try:
         for images, labels in batches:
             with autocast if autocast is not None else torch.autocast(device.type, enabled=False):
