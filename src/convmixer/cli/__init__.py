@@ -13,7 +13,8 @@ import importlib
 import sys
 
 # Modules under convmixer.cli that define subcommands, in the order `--help` lists them.
-COMMAND_MODULES = ("train_cmd", "eval_cmd", "predict_cmd", "models_cmd", "data_cmd", "bench_cmd", "sweep_cmd")
+COMMAND_MODULES = ("train_cmd", "eval_cmd", "predict_cmd", "models_cmd", "data_cmd", "bench_cmd", "sweep_cmd",
+                   "export_cmd")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

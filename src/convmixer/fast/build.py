@@ -1,0 +1,158 @@
+"""Compile the C kernels of :mod:`convmixer.fast.csrc` on first use and load them with ctypes.
+
+The kernels are plain C (GCC vector extensions + OpenMP), so building one takes about a second and needs no
+PyTorch headers. The shared object is cached in ``cache_dir("kernels")`` under a name that hashes the source,
+the compiler, its flags and the CPU, so a changed source or a different machine rebuilds it. Without a working C
+compiler (or with ``CONVMIXER_NO_KERNELS=1``) :func:`load_kernels` returns ``None`` and the fast path falls back to
+PyTorch's built-in operators. Nothing is compiled at import time.
+
+OpenMP: the library links ``libgomp.so.1``; PyTorch has already loaded its own copy under that name, so both share
+one thread pool instead of competing for the cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+
+from ..io import atomic_write, cache_dir
+from .csrc import SOURCE
+from .hardware import cpu_flags, cpu_name
+
+# Kernel sizes the depthwise kernels are specialized for; anything else runs on the built-in convolution.
+MAX_KERNEL_SIZE = 31
+
+_P, _L, _I, _D = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_void_p
+_SIGNATURES = {
+    "cmx_act_affine": [_P, _I, _P, _P, _P, _P, _D, _I, _L, _L, _I],
+    "cmx_act_bn_bwd_reduce": [_P, _P, _I, _D, _I, _L, _L, _I],
+    "cmx_act_bn_bwd_apply": [_P, _P, _I, _P, _P, _P, _P, _I, _L, _L, _I],
+    "cmx_dw_fwd": [_P, _P, _P, _I, _I, _P, _P, _I, _P, _I, _L, _L, _L, _L, _L, _L, _I],
+    "cmx_dw_wgrad": [_P, _P, _P, _P, _I, _L, _L, _L, _L, _L, _L, _I],
+}
+
+_lock = threading.Lock()
+_loaded: dict[int, ctypes.CDLL | None] = {}
+_errors: dict[int, str] = {}
+
+
+def disabled() -> bool:
+    return os.environ.get("CONVMIXER_NO_KERNELS", "") not in ("", "0")
+
+
+def compiler() -> str | None:
+    """The C compiler to use: ``$CC``, else ``cc`` or ``gcc`` on PATH."""
+    cc = os.environ.get("CC")
+    if cc:
+        return cc if shutil.which(cc) else None
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def _flag_sets() -> list[list[str]]:
+    base = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-Wno-psabi"]
+    sets = [base + ["-march=native", "-fopenmp"], base + ["-fopenmp"], base]
+    return sets
+
+
+def _key(cc: str, flags: list[str], kernel_size: int) -> str:
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    h = hashlib.sha256()
+    for part in (SOURCE, cc, version, " ".join(flags), str(kernel_size), cpu_name(), " ".join(sorted(cpu_flags()))):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _compile(cc: str, flags: list[str], kernel_size: int, target: str) -> None:
+    defines = [f"-DKS={kernel_size}"] if kernel_size else []
+    with tempfile.TemporaryDirectory(prefix="convmixer-build-") as tmp:
+        src = os.path.join(tmp, "cmx.c")
+        out = os.path.join(tmp, "cmx.so")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(SOURCE)
+        proc = subprocess.run([cc, *flags, *defines, src, "-o", out, "-lm"], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "compiler failed")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(out, "rb") as f, atomic_write(target) as g:
+            shutil.copyfileobj(f, g)
+
+
+def _open(path: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(path)
+    for name, argtypes in _SIGNATURES.items():
+        fn = getattr(lib, name, None)
+        if fn is None:
+            continue  # the elementwise-only library has no depthwise kernels
+        fn.argtypes = argtypes
+        fn.restype = None
+    return lib
+
+
+def _build(kernel_size: int) -> ctypes.CDLL:
+    import torch  # noqa: F401  (libgomp.so.1 must be PyTorch's copy: load torch first)
+
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC or install gcc)")
+    last = "no flags worked"
+    for flags in _flag_sets():
+        path = str(cache_dir("kernels", f"cmx-k{kernel_size}-{_key(cc, flags, kernel_size)}.so"))
+        if not os.path.exists(path):
+            try:
+                _compile(cc, flags, kernel_size, path)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                last = str(e)
+                continue
+        try:
+            return _open(path)
+        except OSError as e:
+            last = str(e)
+    raise RuntimeError(last)
+
+
+def load_kernels(kernel_size: int = 0) -> ctypes.CDLL | None:
+    """The kernel library for depthwise ``kernel_size`` (0: the elementwise kernels only), or None.
+
+    Compiles on the first call per kernel size and process (about a second; cached on disk afterwards).
+    A failure is remembered for the process and reported by :func:`build_error`.
+    """
+    if disabled() or not 0 <= kernel_size <= MAX_KERNEL_SIZE:
+        return None
+    with _lock:
+        if kernel_size not in _loaded:
+            try:
+                _loaded[kernel_size] = _build(kernel_size)
+            except Exception as e:  # noqa: BLE001  (any failure means: use the built-in operators)
+                _loaded[kernel_size] = None
+                _errors[kernel_size] = str(e)
+                warnings.warn(f"convmixer: fast CPU kernels unavailable, using PyTorch's ({e})", RuntimeWarning,
+                              stacklevel=2)
+        return _loaded[kernel_size]
+
+
+def available(kernel_size: int = 0) -> bool:
+    return load_kernels(kernel_size) is not None
+
+
+def build_error(kernel_size: int = 0) -> str | None:
+    if disabled():
+        return "disabled by CONVMIXER_NO_KERNELS"
+    return _errors.get(kernel_size)
+
+
+def reset() -> None:
+    """Forget loaded libraries and failures (tests)."""
+    with _lock:
+        _loaded.clear()
+        _errors.clear()

@@ -1,0 +1,77 @@
+"""What the device can do: its name, native bf16, vector width. Pure queries, cached, no timing."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The facts the planning rules look at. Tests build fake ones (e.g. ``DeviceInfo("cuda", ...)``)."""
+
+    type: str  # "cpu" | "cuda" | anything torch.device accepts
+    name: str  # CPU model or GPU name, for logs and the probe cache key
+    bf16_native: bool  # bf16 arithmetic in hardware (CPU: avx512_bf16 or AMX; CUDA: sm80+)
+    fp16_native: bool = False  # fp16 tensor cores (CUDA) / AMX-FP16 (CPU)
+    simd512: bool = False  # CPU: AVX-512 (the depthwise kernels then run on 16 fp32 lanes natively)
+    available: bool = True  # False for a CUDA device string on a machine without a GPU
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def cpu_info() -> DeviceInfo:
+    flags = cpu_flags()
+    return DeviceInfo(
+        type="cpu",
+        name=cpu_name(),
+        bf16_native=bool(flags & {"avx512_bf16", "amx_bf16"}),
+        fp16_native="amx_fp16" in flags,
+        simd512="avx512f" in flags,
+    )
+
+
+def cuda_info(index: int | None) -> DeviceInfo:
+    if not torch.cuda.is_available():
+        # Planning still works (rules are testable without a GPU); running on it is what fails.
+        return DeviceInfo(type="cuda", name="cuda (not available)", bf16_native=True, fp16_native=True,
+                          available=False)
+    index = torch.cuda.current_device() if index is None else index
+    major, _ = torch.cuda.get_device_capability(index)
+    return DeviceInfo(type="cuda", name=torch.cuda.get_device_name(index), bf16_native=major >= 8,
+                      fp16_native=major >= 7)
+
+
+def device_info(device: torch.device | str) -> DeviceInfo:
+    device = torch.device(device)
+    if device.type == "cpu":
+        return cpu_info()
+    if device.type == "cuda":
+        return cuda_info(device.index)
+    return DeviceInfo(type=device.type, name=device.type, bf16_native=False)
