@@ -30,6 +30,7 @@ import torch
 
 from convmixer.data import AugmentConfig, DataConfig, build_data, load_idx, make_synthetic, no_augment
 from convmixer.data.augment import Augment
+from convmixer.fast.allocator import tune_malloc
 
 COMPONENTS = {
     "none (normalize + one-hot)": no_augment(),
@@ -41,22 +42,6 @@ COMPONENTS = {
     "mixup/cutmix + smoothing": no_augment(mixup_alpha=0.5, cutmix_alpha=0.5, label_smoothing=0.1),
     "paper recipe (all of the above but pad)": AugmentConfig(),
 }
-
-
-def tune_malloc() -> bool:
-    """Stop glibc from returning freed memory to the OS between batches (mallopt: fixed 256 MiB mmap threshold,
-    1 GiB trim threshold, 64 MiB top pad). Every large temporary tensor otherwise comes back as fresh pages,
-    and the page faults cost as much as the arithmetic. Returns False where there is no glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        return bool(libc.mallopt(m_mmap_threshold, 256 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
-                    and libc.mallopt(m_top_pad, 64 << 20))
-    except (OSError, AttributeError, TypeError):
-        return False
 
 
 def median_time(fn, repeats: int, warmup: int = 3) -> float:

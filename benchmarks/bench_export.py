@@ -1,4 +1,4 @@
-"""CPU inference speed of the deployment paths against the reference implementation (docs/results/export.md).
+"""CPU inference speed of the deployment paths against the reference implementation (docs/RESULTS.md, export section).
 
     python benchmarks/bench_export.py                                   # both models, table + JSON
     python benchmarks/bench_export.py --models convmixer_fmnist --repeats 15 --json-out /tmp/export.json

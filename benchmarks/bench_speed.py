@@ -1,8 +1,9 @@
-"""The speed targets of docs/results/speed.md, measured with the harness behind ``convmixer bench``.
+"""The speed targets of docs/RESULTS.md (speed section), measured with the harness behind ``convmixer bench``.
 
     python benchmarks/bench_speed.py              # the issue's target matrix, JSON to benchmarks/results/speed.json
     python benchmarks/bench_speed.py --only train --repeats 20 --out /tmp/speed.json
     python benchmarks/bench_speed.py --ablation            # also each idea on its own (training step)
+    python benchmarks/bench_speed.py --onnxruntime         # also the exported models in onnxruntime (issue 6)
 
 Each entry is one ``convmixer bench`` run (the command is printed with it): the fast path against the plain
 reference (eager, NCHW, fp32) in the same process, interleaved rounds, median of per-round ratios. On a machine
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from convmixer.bench import BenchConfig, format_table, run_bench
+from convmixer.fast.allocator import tune_malloc
 from convmixer.io import atomic_write
 
 FMNIST_K9 = dict(model="convmixer_256_8_ks5_p2", model_args={"kernel_size": 9}, in_chans=1, num_classes=10,
@@ -30,6 +32,12 @@ TARGETS = {  # name: (config, target speed ratio)
     "infer 256/8 k9 p2 28px b256": (dict(FMNIST_K9, mode="infer", batch_size=256), 2.5),
     "infer 1024/20 k9 p14 224px b32": (dict(model="convmixer_1024_20_ks9_p14", mode="infer", image_size=224,
                                             batch_size=32), 2.0),
+}
+ONNXRUNTIME = {  # issue 6: the exported model (folded, uint8 input) in onnxruntime against the same reference
+    "onnxruntime convmixer_fmnist 28px b256": (dict(model="convmixer_fmnist", mode="infer", image_size=28,
+                                                    batch_size=256, backend="onnxruntime"), None),
+    "onnxruntime 1024/20 k9 p14 224px b32": (dict(model="convmixer_1024_20_ks9_p14", mode="infer", image_size=224,
+                                                  batch_size=32, backend="onnxruntime"), None),
 }
 CUDA_TARGETS = {
     f"{mode} {name} 224px cuda": (dict(model=name, mode=mode, image_size=224, batch_size=64, device="cuda"), 2.0)
@@ -56,6 +64,8 @@ def command(cfg: dict) -> str:
     argv += ["--mode", cfg["mode"]]
     if cfg.get("device", "cpu") != "cpu":
         argv += ["--device", cfg["device"]]
+    if cfg.get("backend", "torch") != "torch":
+        argv += ["--backend", cfg["backend"]]
     for key in ("dtype", "kernel"):
         if cfg.get(key, "auto") != "auto":
             argv += [f"--{key}", cfg[key]]
@@ -73,12 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--only", help="run only the entries whose name contains this text")
     p.add_argument("--ablation", action="store_true", help="also time each idea alone on the training target")
+    p.add_argument("--onnxruntime", action="store_true", help="also the exported models in onnxruntime")
     p.add_argument("--no-memory", action="store_true")
     args = p.parse_args(argv)
+    tune_malloc()  # as every `convmixer` command does at start-up
 
     entries = dict(TARGETS)
     if torch.cuda.is_available():
         entries.update(CUDA_TARGETS)
+    if args.onnxruntime:
+        entries.update(ONNXRUNTIME)
     if args.ablation:
         base, _ = TARGETS["train 256/8 k9 p2 28px b128"]
         entries.update({f"ablation: {k}": (dict(base, **v), None) for k, v in ABLATION.items()})

@@ -33,7 +33,16 @@ def test_bench_flags_reach_the_plan(capsys):
     assert data["ratio"] is None and set(data["runs"]) == {"fast"} and data["threads"] == 1
 
 
+def test_bench_onnxruntime_backend(capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["bench", *TINY, "--backend", "onnxruntime", "--threads", "1"]) == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["backend"] == "onnxruntime" and "onnxruntime" in data["plan"]
+    assert data["runs"]["fast"]["peak_memory_bytes"] is not None and data["ratio"] > 0
+
+
 @pytest.mark.parametrize("argv,match", [
+    (["bench", "--model", "convmixer_256_8_ks5_p2", "--backend", "onnxruntime", "--mode", "train"], "inference only"),
     (["bench", "--model", "convmixer_9999"], "unknown model"),
     (["bench", "--model", "convmixer_1536_20", "--image-size", "4"], "smaller than"),
     (["bench", "--model", "convmixer_256_8_ks5_p2", "--device", "cuda"], "CUDA is not available"),

@@ -76,7 +76,7 @@ def test_metadata_round_trip(fmnist_export):
     assert stored == {k: v for k, v in meta.items()}
     assert stored["classes"] == [f"c{i}" for i in range(10)] and stored["image_size"] == 28
     assert stored["input_dtype"] == "uint8" and stored["input_range"] == "0..255"
-    assert stored["mean"] == list(FMNIST_MEAN) and stored["model_config"]["dim"] == 256
+    assert stored["mean"] == list(FMNIST_MEAN) and stored["model_config"]["dim"] == 128
     assert OnnxRunner(path).metadata == stored
 
 

@@ -4,7 +4,7 @@ The real convmixer_1536_20 weights cannot be downloaded here, so a randomly init
 BatchNorm statistics too) is saved in the official nn.Sequential layout (a timm-style .pth.tar with a "state_dict"
 wrapper) and in the timm layout, exported through the CLI, and run in onnxruntime. The export uses --image-size 56
 instead of 224 (8 x 8 patches instead of 32 x 32) to keep the test at a few seconds of compute; the weights, and so
-the 207 MB file, are the same at any size. The full 224 export was checked by hand (docs/results/export.md).
+the 207 MB file, are the same at any size. The full 224 export was checked by hand (docs/RESULTS.md, export section).
 """
 
 import json

@@ -1,5 +1,6 @@
-"""Backends run a model for the harness. ``torch`` is the only one for now; another (e.g. onnxruntime) plugs in
-by subclassing :class:`Backend` and adding itself to :data:`BACKENDS`.
+"""Backends run a model for the harness: ``torch`` (the fast execution plan) and ``onnxruntime`` (the model exported
+to ONNX in memory, inference on the CPU). Another plugs in by subclassing :class:`Backend` and adding itself to
+:data:`BACKENDS`.
 
 A backend turns a :class:`~convmixer.bench.harness.BenchConfig` into a :class:`Setup`: the *fast* runner (what is
 being measured) and the *reference* runner (the plain PyTorch ConvMixer of :mod:`convmixer.bench.reference`, or for
@@ -137,7 +138,30 @@ class TorchBackend(Backend):
         return Setup(fast, ref_runner, batch, shape, device, device_info(device).name, plan.describe())
 
 
-BACKENDS: dict[str, Backend] = {"torch": TorchBackend()}
+class OnnxruntimeBackend(Backend):
+    """Inference through onnxruntime's CPU provider against the same plain PyTorch reference as ``torch``."""
+
+    name = "onnxruntime"
+    modes = ("infer",)
+
+    def setup(self, cfg) -> Setup:
+        import dataclasses
+
+        import torch
+
+        from ..export.onnx import onnxruntime_bench_runner
+
+        if cfg.mode not in self.modes:
+            raise ConfigError("the onnxruntime backend measures inference only: use --mode infer")
+        if torch.device(cfg.device).type != "cpu":
+            raise ConfigError("the onnxruntime backend runs on the CPU: use --device cpu")
+        # the torch backend on the plain path builds the model, the inputs and the reference runner
+        base = TorchBackend().setup(dataclasses.replace(cfg, plain=True))
+        fast = onnxruntime_bench_runner(base.fast.model, base.input_shape, threads=cfg.threads, seed=cfg.seed)
+        return dataclasses.replace(base, fast=fast, plan=fast.description)
+
+
+BACKENDS: dict[str, Backend] = {"torch": TorchBackend(), "onnxruntime": OnnxruntimeBackend()}
 
 
 def get_backend(name: str) -> Backend:

@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-repeats", type=int, default=20, help="batch-1 calls for p50/p95 (default: 20; 0: skip)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--backend", choices=("torch",), default="torch", help="runtime to measure (default: torch)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="runtime to measure: torch (the fast plan) or onnxruntime (inference; needs the export "
+                        "extra) (default: torch)")
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run_bench_cmd)

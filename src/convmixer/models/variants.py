@@ -39,4 +39,4 @@ register_convmixer("convmixer_256_8_ks9_p1", 256, 8, 9, 1, PretrainedCfg(**CIFAR
 register_convmixer("convmixer_256_16_ks9_p1", 256, 16, 9, 1, PretrainedCfg(**CIFAR10))
 
 # Fashion-MNIST, 28 x 28 grayscale: the default of `convmixer train` (configs/fmnist.yaml)
-register_convmixer("convmixer_fmnist", 256, 8, 3, 4, PretrainedCfg(**FASHION_MNIST))
+register_convmixer("convmixer_fmnist", 128, 8, 5, 2, PretrainedCfg(**FASHION_MNIST))
