@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -23,6 +24,7 @@ import torch
 
 from convmixer.bench import BenchConfig, format_table, run_bench
 from convmixer.fast.allocator import tune_malloc
+from convmixer.fast.hardware import cpu_flags, cpu_name
 from convmixer.io import atomic_write
 
 FMNIST_K9 = dict(model="convmixer_256_8_ks5_p2", model_args={"kernel_size": 9}, in_chans=1, num_classes=10,
@@ -51,6 +53,20 @@ ABLATION = {  # one idea at a time on the training target (kernel / memory forma
     "fused kernels, fp32": dict(kernel="fused", dtype="float32"),
     "fused kernels, bf16 (auto)": dict(kernel="fused", dtype="bfloat16"),
 }
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16")  # what decides the CPU kernels
+
+
+def _cpu_family() -> str | None:
+    """``family/model`` from /proc/cpuinfo: tells CPU generations apart where the name does not ("AMD EPYC")."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in lines[:30] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}" if fields else None
 
 
 def command(cfg: dict) -> str:
@@ -107,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         data = result.as_dict()
         met = None if target is None or data["ratio"] is None else data["ratio"] >= target
         results.append({"name": name, "command": command(cfg), "target_ratio": target, "met": met, **data})
-    machine = {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+    flags = cpu_flags()
+    machine = {"platform": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count(),
+               "cpu_family": _cpu_family(), "isa": [f for f in ISA_FLAGS if f in flags],
+               "python": sys.version.split()[0], "torch": torch.__version__,
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
