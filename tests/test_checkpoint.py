@@ -68,6 +68,29 @@ def test_same_outputs_after_round_trip_through_each_layout(tmp_path, fmt):
     torch.testing.assert_close(dst(X), want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("api", ["add_safe_globals", "none"])
+def test_older_torch_without_scoped_safe_globals(tmp_path, monkeypatch, api):
+    """torch 2.4 has only add_safe_globals, torch 2.3 neither: plain weights still load, and a timm checkpoint
+    with its argparse.Namespace loads where an allowlist exists and is refused (never unpickled) where none does."""
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    if api == "none":
+        monkeypatch.delattr(torch.serialization, "add_safe_globals")
+    src = seeded()
+    plain, timm_style = tmp_path / "plain.pth", tmp_path / "timm.pth.tar"
+    torch.save(src.state_dict(), plain)
+    torch.save({"state_dict": src.state_dict(), "args": argparse.Namespace(lr=0.01)}, timm_style)
+    assert load_checkpoint(seeded(seed=1), plain).ok
+    torch.serialization.clear_safe_globals()
+    try:
+        if api == "none":
+            with pytest.raises(CheckpointError, match="refusing to unpickle"):
+                load_checkpoint(seeded(seed=1), timm_style)
+        else:
+            assert load_checkpoint(seeded(seed=1), timm_style).ok
+    finally:
+        torch.serialization.clear_safe_globals()  # add_safe_globals is process-wide: leave no trace for other tests
+
+
 def test_ema_weights_are_chosen_on_request(tmp_path):
     a, b = seeded(seed=0), seeded(seed=1)
     path = tmp_path / "ema.pth.tar"

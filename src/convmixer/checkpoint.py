@@ -10,6 +10,7 @@ and prefixed by ``module.`` (DDP) or ``_orig_mod.`` (torch.compile).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -134,10 +135,22 @@ def unwrap_state_dict(obj: Any, use_ema: bool = False) -> StateDict:
     return _strip_prefixes(tensors)
 
 
+def _allow_namespace() -> contextlib.AbstractContextManager:
+    """Let the weights-only unpickler accept ``argparse.Namespace``: timm's training script stores its arguments
+    beside the weights, and they hold only plain values. ``safe_globals`` is torch >= 2.5; torch 2.4 has only the
+    process-wide ``add_safe_globals``; on older torch such files are refused like any other non-tensor object."""
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is not None:
+        return scoped([argparse.Namespace])
+    allow = getattr(torch.serialization, "add_safe_globals", None)
+    if allow is not None:
+        allow([argparse.Namespace])
+    return contextlib.nullcontext()
+
+
 def read_torch_file(path: Path) -> Any:
-    # timm's training script stores its argparse.Namespace beside the weights; it holds only plain values.
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with _allow_namespace():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)

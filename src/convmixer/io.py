@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from .errors import ConfigError
+
 
 def cache_dir(*parts: str) -> Path:
     """``$CONVMIXER_CACHE`` or ``$XDG_CACHE_HOME/convmixer`` or ``~/.cache/convmixer``, joined with ``parts``."""
@@ -48,3 +50,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Raise ConfigError (one line) unless ``path`` can be written: not a directory, inside a writable directory
+    (missing parent directories are created when the file is written). Nothing is created here."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a directory")
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: {parent} is not writable")
+    return path

@@ -94,3 +94,7 @@ def test_eval_errors(trained, tmp_path):
     assert proc.returncode == 2 and "corrupt" in proc.stderr
     proc = cli("eval", "--checkpoint", str(trained / "best.pt"), "--dataset", "fashion_mnist")
     assert proc.returncode == 2 and "predicts 4 classes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = cli("eval", "--checkpoint", str(trained / "best.pt"), "--out", str(blocker / "report"))
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr and "Traceback" not in proc.stderr

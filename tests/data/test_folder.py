@@ -127,6 +127,25 @@ def test_missing_train_or_val(tmp_path):
         scan_image_folder(tmp_path)
 
 
+def test_evaluation_needs_only_val(tmp_path):
+    """A user with only ImageNet val can evaluate: no train/ folder, classes from val/, no training files listed."""
+    root = make_image_folder(tmp_path / "ds", classes=("cat", "dog"), per_class=2, size=8)
+    classes, train, val = scan_image_folder(root, train=False)
+    assert classes == ["cat", "dog"] and train is None and len(val) == 4
+    for path in (root / "train").rglob("*.png"):
+        path.unlink()
+    for d in sorted((root / "train").iterdir()):
+        d.rmdir()
+    (root / "train").rmdir()
+    classes, train, val = scan_image_folder(root, train=False)
+    assert classes == ["cat", "dog"] and train is None and sorted(set(val.labels.tolist())) == [0, 1]
+    with pytest.raises(DataError, match="train"):
+        scan_image_folder(root)
+    dm = build_data(DataConfig(dataset="folder", root=str(root), image_size=8, eval_batch_size=4), no_augment(),
+                    device="cpu", seed=0, train=False)
+    assert dm.classes == ["cat", "dog"] and dm.train_loader is None
+
+
 def test_eval_transform_resizes_short_side_and_centre_crops():
     img = torch.zeros(3, 100, 200, dtype=torch.uint8)
     img[:, 40:60, 90:110] = 255  # a white square at the centre

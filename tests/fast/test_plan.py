@@ -136,6 +136,18 @@ def test_probe_runs_once_and_caches(monkeypatch, tmp_path):
     assert data[key]["kernel"] == "native"
 
 
+def test_probe_cache_tells_cpu_generations_of_one_name_apart(monkeypatch):
+    """One cpuinfo name ("AMD EPYC") covers AVX2-only and AVX-512 parts, on which the probe's winner differs."""
+    info = DeviceInfo("cpu", "AMD EPYC", bf16_native=False)
+    keys = []
+    for flags in ({"avx2", "fma"}, {"avx2", "fma", "avx512f", "avx512_bf16"}):
+        monkeypatch.setattr(probe, "cpu_flags", lambda flags=flags: frozenset(flags))
+        keys.append(probe.probe_key(info, "cfg", "train", (128, 1, 28, 28), None))
+    assert keys[0] != keys[1] and all(k.startswith("AMD EPYC [") for k in keys)
+    gpu = DeviceInfo("cuda", "NVIDIA H200", bf16_native=True)
+    assert probe.probe_key(gpu, "cfg", "train", (1,), torch.bfloat16).startswith("NVIDIA H200|")
+
+
 def test_probe_keeps_the_default_unless_clearly_beaten(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVMIXER_CACHE", str(tmp_path))
     monkeypatch.setattr(probe, "measure", lambda *a, **k: {"fused": 1.0, "native": 0.95})

@@ -94,6 +94,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monk
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_non_finite_loss_before_any_checkpoint_says_so(tiny_cfg, monkeypatch):
+    real = engine_module.soft_cross_entropy
+    monkeypatch.setattr(engine_module, "soft_cross_entropy", lambda logits, targets: real(logits, targets) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite at step 1 .*no checkpoint had been written yet"):
+        Trainer(tiny_cfg()).fit()
+
+
 def test_refuses_to_overwrite_a_run_and_resume_needs_a_run(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("schedule.epochs=1")).fit()
     with pytest.raises(ConfigError, match="already holds a run"):

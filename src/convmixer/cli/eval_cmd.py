@@ -35,12 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data.config import DataConfig, no_augment
     from ..errors import ConfigError
     from ..fast import FastOptions, apply_plan, plan_execution
-    from ..io import atomic_write
+    from ..io import atomic_write, check_output_path
     from ..training.distributed import DistInfo, resolve_device
     from ..training.evaluate import evaluate, plot_confusion
     from ..inference import load_for_inference
 
     device = resolve_device(args.device, DistInfo())
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
+    check_output_path(out / "eval.json")  # before the evaluation, not after it
     info = load_for_inference(args.checkpoint, args.model, use_ema=args.ema)
     model = info.model.to(device)
     dataset = args.dataset or info.dataset or "folder"
@@ -70,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(model, data.eval_loader.iterate(), prepare, data.num_classes, plan.autocast(), progress=True,
                       total=len(data.eval_loader))
 
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     classes = list(data.classes)
     report = {"checkpoint": str(args.checkpoint), "dataset": dataset, "num_samples": result.num_samples,

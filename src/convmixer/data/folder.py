@@ -90,25 +90,37 @@ def _scan_split(split_dir: Path, classes: list[str], names: list[str]) -> Folder
     return FolderSplit(PathTable(paths), np.asarray(labels, dtype=np.int64), split_dir)
 
 
-def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], FolderSplit, FolderSplit]:
-    """Classes (the sorted sub-folders of ``root/train``) and the train and val splits of an image folder."""
+def scan_image_folder(root: str | os.PathLike, *, train: bool = True
+                      ) -> tuple[list[str], FolderSplit | None, FolderSplit]:
+    """Classes (the sorted sub-folders of ``root/train``) and the train and val splits of an image folder.
+
+    ``train=False`` (evaluation) lists no training files, and needs no ``root/train`` at all: a user with only
+    ImageNet val can evaluate, the classes then being the sorted sub-folders of ``root/val``. The split returned for
+    train is then None."""
     root = Path(root).expanduser()
     train_dir = root / "train"
-    if not train_dir.is_dir():
+    classes = None
+    if train_dir.is_dir():
+        classes = _class_dirs(train_dir)
+        if not classes:
+            raise DataError(f"{train_dir} has no class folders; put each class's images in train/<class name>/")
+    elif train:
         raise DataError(f"{train_dir} does not exist; a folder dataset needs root/train/<class>/<images> "
                         f"and root/val/<class>/<images>")
-    classes = _class_dirs(train_dir)
-    if not classes:
-        raise DataError(f"{train_dir} has no class folders; put each class's images in train/<class name>/")
     val_dir = next((root / d for d in VAL_DIRNAMES if (root / d).is_dir()), None)
     if val_dir is None:
         raise DataError(f"{root} has no val/ folder; add root/val/<class>/<images> for evaluation")
     val_classes = _class_dirs(val_dir)
+    if classes is None:
+        if not val_classes:
+            raise DataError(f"{val_dir} has no class folders; put each class's images in val/<class name>/")
+        classes = val_classes
     unknown = sorted(set(val_classes) - set(classes))
     if unknown:
         raise DataError(f"{val_dir} has class folders missing from {train_dir}: {', '.join(unknown[:5])}; "
                         "every val class must also be a train class")
-    return classes, _scan_split(train_dir, classes, classes), _scan_split(val_dir, classes, val_classes)
+    train_split = _scan_split(train_dir, classes, classes) if train else None
+    return classes, train_split, _scan_split(val_dir, classes, val_classes)
 
 
 # ----------------------------------------------------------------------------------------------------------------

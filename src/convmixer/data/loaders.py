@@ -353,11 +353,11 @@ def _build_folder(data: DataConfig, aug: AugmentConfig, *, device: torch.device,
                   world_size: int, train: bool) -> DataModule:
     if not data.root:
         raise ConfigError("the folder dataset needs --root (a directory with train/<class>/ and val/<class>/)")
-    classes, train_split, val_split = scan_image_folder(data.root)
+    classes, train_split, val_split = scan_image_folder(data.root, train=train)
     in_chans, size = 3, data.image_size or FOLDER_IMAGE_SIZE
     crop_pct = data.crop_pct or FOLDER_CROP_PCT
     mean, std = _stats(data, in_chans)
-    if data.train_subset is not None:
+    if train and data.train_subset is not None:
         train_split = _head_split(train_split, data.train_subset)
     if data.eval_subset is not None:
         val_split = _head_split(val_split, data.eval_subset)

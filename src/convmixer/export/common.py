@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ConvMixerError
+from ..io import check_output_path  # noqa: F401  (re-exported: the export modules import it from here)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -37,24 +38,6 @@ def input_range(input_dtype: str) -> str:
 def check_input_dtype(input_dtype: str) -> None:
     if input_dtype not in INPUT_DTYPES:
         raise ConfigError(f"unknown input dtype {input_dtype!r}; choose one of {', '.join(INPUT_DTYPES)}")
-
-
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Raise ConfigError (one line) unless ``path`` can be written: not a directory, inside a writable directory
-    (missing parent directories are created when the file is written). Nothing is created here."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"cannot write {path}: it is a directory")
-    parent = path.parent
-    while not parent.exists():
-        if parent == parent.parent:
-            break
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"cannot write {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write {path}: {parent} is not writable")
-    return path
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> Path:

@@ -2,12 +2,13 @@
 
 It times one ConvMixer layer at the real shape (batch capped so a run stays well under a second) with the fused
 kernels and with PyTorch's channels-last built-ins, interleaved, and keeps the fused kernels unless the built-ins
-are clearly (>10%) faster, so the outcome is stable from run to run. Results live in
-``cache_dir("probe.json")``, keyed by device name, torch version, model config, input shape, mode and dtype.
+are clearly (>10%) faster, so the outcome is stable from run to run. Results live in ``cache_dir("probe.json")``,
+keyed by device name (and, on CPUs, feature flags), torch version, model config, input shape, mode and dtype.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import time
@@ -15,7 +16,7 @@ import time
 import torch
 
 from ..io import atomic_write, cache_dir
-from .hardware import DeviceInfo
+from .hardware import DeviceInfo, cpu_flags
 
 MARGIN = 0.9  # the alternative must take less than 90% of the default's time to win
 MAX_ELEMENTS = 1 << 22  # activation elements per probe batch (4M: a layer's step stays in the 10-100 ms range
@@ -44,8 +45,14 @@ def _write(key: str, value: dict) -> None:
 
 
 def probe_key(info: DeviceInfo, config_key: str, mode: str, input_shape: tuple, dtype: torch.dtype | None) -> str:
+    """CPUs are told apart by their feature flags too: a name such as "AMD EPYC" covers generations from AVX2-only
+    to AVX-512 with bf16, on which the winner differs."""
     dt = "float32" if dtype is None else str(dtype).replace("torch.", "")
-    return f"{info.name}|torch {torch.__version__}|{config_key}|{'x'.join(map(str, input_shape))}|{mode}|{dt}"
+    device = info.name
+    if info.type == "cpu":
+        flags = " ".join(sorted(cpu_flags()))
+        device += f" [{hashlib.sha256(flags.encode()).hexdigest()[:12]}]"
+    return f"{device}|torch {torch.__version__}|{config_key}|{'x'.join(map(str, input_shape))}|{mode}|{dt}"
 
 
 def _layer_step(layer, x, mode: str, autocast):

@@ -305,10 +305,12 @@ class Trainer:
                         all_reduce_sum(stats)
                     nonfinite, stop_now = self._check(stats, stop)
                     if nonfinite:
+                        last = self.run_dir / "last.pt"
+                        kept = (f"the last good checkpoint is {last}" if last.exists()
+                                else "no checkpoint had been written yet")
                         raise NonFiniteLossError(
                             f"the loss became non-finite at step {p.step + 1} (epoch {p.epoch + 1}); lower optim.lr, "
-                            f"keep optim.clip_grad on, or try run.amp=off; the last good checkpoint is "
-                            f"{self.run_dir / 'last.pt'}")
+                            f"keep optim.clip_grad on, or try run.amp=off; {kept}")
                     p.step += 1
                     p.batch += accum
                     p.images += int(stats[2].item())

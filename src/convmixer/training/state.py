@@ -1,8 +1,10 @@
 """Train-state checkpoints: everything needed to continue a run exactly, in one atomic file.
 
-Layout (see docs/architecture.md): ``model``, ``model_name``, ``model_config``, ``config``, ``optimizer``,
-``scaler``, ``ema``, ``step``, ``epoch``, ``batch`` (next batch within the epoch), ``rng``, ``best``,
-``metrics``. Only tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it.
+Layout (see docs/architecture.md): ``version``, ``model``, ``model_name``, ``model_config``, ``config``,
+``optimizer``, ``scaler``, ``model_ema`` and ``ema_n_averaged`` (None without EMA), ``rng``, ``progress`` (step,
+epoch, next batch within the epoch, best top-1 and its epoch, elapsed time, images, the epoch's running sums),
+``classes``, ``mean``, ``std``, ``image_size``. Only tensors, numbers, strings, lists and dicts, so
+``torch.load(weights_only=True)`` reads it.
 """
 
 from __future__ import annotations
