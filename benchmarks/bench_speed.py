@@ -24,7 +24,7 @@ import torch
 
 from convmixer.bench import BenchConfig, format_table, run_bench
 from convmixer.fast.allocator import tune_malloc
-from convmixer.fast.hardware import cpu_flags, cpu_name
+from convmixer.fast.hardware import cpu_family, cpu_flags, cpu_name
 from convmixer.io import atomic_write
 
 FMNIST_K9 = dict(model="convmixer_256_8_ks5_p2", model_args={"kernel_size": 9}, in_chans=1, num_classes=10,
@@ -56,17 +56,6 @@ ABLATION = {  # one idea at a time on the training target (kernel / memory forma
 
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16")  # what decides the CPU kernels
-
-
-def _cpu_family() -> str | None:
-    """``family/model`` from /proc/cpuinfo: tells CPU generations apart where the name does not ("AMD EPYC")."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in lines[:30] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}" if fields else None
 
 
 def command(cfg: dict) -> str:
@@ -125,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"name": name, "command": command(cfg), "target_ratio": target, "met": met, **data})
     flags = cpu_flags()
     machine = {"platform": platform.platform(), "cpu": cpu_name(), "cores": os.cpu_count(),
-               "cpu_family": _cpu_family(), "isa": [f for f in ISA_FLAGS if f in flags],
+               "cpu_family": cpu_family(), "isa": [f for f in ISA_FLAGS if f in flags],
                "python": sys.version.split()[0], "torch": torch.__version__,
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     out = Path(args.out)

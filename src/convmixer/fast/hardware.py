@@ -21,29 +21,34 @@ class DeviceInfo:
     available: bool = True  # False for a CUDA device string on a machine without a GPU
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is no such file)."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line whose key is one of ``keys`` (None where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is no such file)."""
+    return frozenset((_cpuinfo("flags", "Features") or "").split())
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "cpu"
+
+
+def cpu_family() -> str | None:
+    """``family/model`` (x86): tells CPU generations apart where the name does not ("AMD EPYC")."""
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return f"{family}/{model}" if family is not None else None
 
 
 def cpu_info() -> DeviceInfo:
