@@ -27,7 +27,7 @@ class LoadedModel:
     std: tuple[float, ...]
     crop_pct: float  # eval: resize to image_size / crop_pct, then center crop
     interpolation: str
-    classes: list[str] | None  # class names, when the checkpoint records them
+    classes: list[str] | None  # class names: recorded in the checkpoint, or the ImageNet names of released weights
     dataset: str | None  # the dataset it was trained on, when recorded
     data_config: dict | None = None  # the training run's DataConfig fields, when recorded
 
@@ -57,5 +57,9 @@ def load_for_inference(path: str | os.PathLike, model_name: str | None = None, u
     crop_pct = float(pick("crop_pct", entry_cfg.crop_pct if entry_cfg else 1.0))
     interpolation = str(pick("interpolation", entry_cfg.interpolation if entry_cfg else "bicubic"))
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
+    if classes is None and entry_cfg and entry_cfg.class_names == "imagenet" and num_classes == 1000:
+        from .data.imagenet import imagenet_classes  # the released weights store no names
+
+        classes = imagenet_classes()
     return LoadedModel(model, name, num_classes, in_chans, image_size, mean, std, crop_pct, interpolation, classes,
                        data_cfg.get("dataset"), data_cfg or None)

@@ -10,10 +10,10 @@ from convmixer.cli import main
 from convmixer.models.baselines import MlpMixer, ResMLP, ResNet, VisionTransformer
 
 FAMILIES = {
-    "resnet": ["resnet18_cifar", "resnet20", "resnet20_w2", "resnet32", "resnet44", "resnet56"],
-    "vit": ["vit_128_6_p4", "vit_64_6_p4", "vit_96_6_p2", "vit_96_6_p4", "vit_tiny_p4"],
-    "mlp_mixer": ["mixer_128_8_p4", "mixer_64_8_p4", "mixer_80_8_p2", "mixer_96_8_p4"],
-    "resmlp": ["resmlp_48_12_p2", "resmlp_48_12_p4", "resmlp_80_12_p4", "resmlp_96_12_p4"],
+    "resnet": ["resnet18_cifar", "resnet20", "resnet20_10_20_40", "resnet20_w2", "resnet32", "resnet44", "resnet56"],
+    "vit": ["vit_128_6_p4", "vit_48_4_p4", "vit_64_6_p4", "vit_96_6_p2", "vit_96_6_p4", "vit_tiny_p4"],
+    "mlp_mixer": ["mixer_128_8_p4", "mixer_48_5_p4", "mixer_64_8_p4", "mixer_80_8_p2", "mixer_96_8_p4"],
+    "resmlp": ["resmlp_28_12_p4", "resmlp_48_12_p2", "resmlp_48_12_p4", "resmlp_80_12_p4", "resmlp_96_12_p4"],
 }
 BASELINES = sorted(n for names in FAMILIES.values() for n in names)
 FIXED_SIZE = ("mlp_mixer", "resmlp")  # token mixing is a learned N x N map
@@ -33,11 +33,13 @@ FIXED_SIZE = ("mlp_mixer", "resmlp")  # token mixing is a learned N x N map
 #     and 15*192 position embeddings for 64 patches = 5,362,762.
 PARAMS = {
     "resnet20": 269_434, "resnet32": 463_866, "resnet44": 658_298, "resnet56": 852_730, "resnet20_w2": 1_073_386,
-    "resnet18_cifar": 11_173_962,
+    "resnet18_cifar": 11_173_962, "resnet20_10_20_40": 105_760,
     "vit_64_6_p4": 305_034, "vit_96_6_p4": 678_730, "vit_128_6_p4": 1_199_882, "vit_96_6_p2": 691_690,
-    "vit_tiny_p4": 5_362_762,
+    "vit_tiny_p4": 5_362_762, "vit_48_4_p4": 116_938,
     "mixer_64_8_p4": 294_354, "mixer_96_8_p4": 637_938, "mixer_128_8_p4": 1_112_594, "mixer_80_8_p2": 544_058,
+    "mixer_48_5_p4": 107_847,
     "resmlp_48_12_p4": 258_322, "resmlp_80_12_p4": 656_690, "resmlp_96_12_p4": 929_602, "resmlp_48_12_p2": 691_690,
+    "resmlp_28_12_p4": 109_182,
 }
 
 

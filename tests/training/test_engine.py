@@ -101,6 +101,36 @@ def test_non_finite_loss_before_any_checkpoint_says_so(tiny_cfg, monkeypatch):
         Trainer(tiny_cfg()).fit()
 
 
+class NanGradient(torch.autograd.Function):
+    """Identity forward, NaN backward: the loss stays finite while every gradient becomes NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+@pytest.mark.parametrize("clip", ["1.0", "null"])
+def test_non_finite_gradients_with_a_finite_loss_stop_the_run_before_the_step(tiny_cfg, monkeypatch, clip):
+    real = engine_module.soft_cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, targets):
+        calls["n"] += 1
+        return real(NanGradient.apply(logits) if calls["n"] == 3 else logits, targets)
+
+    monkeypatch.setattr(engine_module, "soft_cross_entropy", poisoned)
+    trainer = Trainer(tiny_cfg(f"optim.clip_grad={clip}"))
+    with pytest.raises(NonFiniteLossError, match=r"the gradients \(with a finite loss\) became non-finite at step 3 "):
+        trainer.fit()
+    # the poisoned step was not taken: the weights in memory are those after step 2, all finite
+    assert trainer.progress.step == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
 def test_refuses_to_overwrite_a_run_and_resume_needs_a_run(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("schedule.epochs=1")).fit()
     with pytest.raises(ConfigError, match="already holds a run"):

@@ -36,6 +36,7 @@ class PretrainedCfg:
     num_classes: int = 1000  # classes the reference weights predict
     top1: float | None = None  # published top-1 accuracy (%) of the released weights
     top5: float | None = None  # published top-5 accuracy (%) of the released weights
+    class_names: str | None = None  # names of the reference weights' classes: "imagenet" (ILSVRC-2012) or None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ CIFAR10 = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.4914, 0.4822, 0.446
 
 
 def imagenet(weights: str | None = None, top1: float | None = None, top5: float | None = None) -> PretrainedCfg:
-    return PretrainedCfg(url=RELEASES + weights if weights else None, top1=top1, top5=top5)
+    return PretrainedCfg(url=RELEASES + weights if weights else None, top1=top1, top5=top5, class_names="imagenet")
 
 
 def register_convmixer(name: str, dim: int, depth: int, k: int, p: int, cfg: PretrainedCfg, **kwargs) -> None:

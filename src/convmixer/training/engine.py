@@ -46,7 +46,7 @@ from .state import capture_rng, load_state, restore_rng, save_state
 
 
 class NonFiniteLossError(ConvMixerError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the gradients became NaN or infinite; the last good checkpoint is kept."""
 
 
 def step_generator(device: torch.device, seed: int, rank: int, index: int) -> torch.Generator:
@@ -221,7 +221,8 @@ class Trainer:
             yield i, images, labels
 
     def _train_step(self, batches: list[tuple[int, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """One optimizer step over ``accum_steps`` micro-batches; returns [loss sum, top-1 hits, count]."""
+        """One optimizer step over ``accum_steps`` micro-batches; returns [loss sum, top-1 hits, count, 1 if the
+        gradients were non-finite (the step was not taken) else 0]."""
         cfg, p = self.cfg, self.progress
         lr = lr_at(p.step, self.total_steps, cfg.optim.lr, cfg.schedule)
         for group in self.optimizer.param_groups:
@@ -242,23 +243,31 @@ class Trainer:
             with torch.no_grad():
                 hits = (logits.argmax(1) == targets.argmax(1)).sum()
                 stats += torch.stack([loss.detach() * len(labels), hits.float(), torch.tensor(float(len(labels)), device=self.device)])
-        if cfg.optim.clip_grad is not None:
+        grad_norm = None
+        if cfg.optim.clip_grad is not None or not self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+            max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad is not None else math.inf
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        # fp16's GradScaler skips a step with inf/NaN gradients and lowers its scale; without it (fp32, bf16) such
+        # a step would write NaN into every weight, so it is not taken and the run stops (_check, stats[3])
+        bad_grads = grad_norm is not None and not self.scaler.is_enabled() and not bool(torch.isfinite(grad_norm))
+        if not bad_grads:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None and not bad_grads:
             self.ema.update_parameters(self.model)
-        return stats
+        return torch.cat([stats, stats.new_tensor([float(bad_grads)])])
 
-    def _check(self, stats: torch.Tensor, stop: StopRequest) -> tuple[bool, bool]:
-        """(non-finite loss on any rank, stop requested on any rank), agreed by all ranks."""
-        flags = torch.tensor([float(not math.isfinite(stats[0].item())), float(stop.signal is not None)],
-                             device=self.device)
+    def _check(self, stats: torch.Tensor, stop: StopRequest) -> tuple[str | None, bool]:
+        """(what became non-finite on any rank: "loss", "gradients" or None; stop requested on any rank), agreed
+        by all ranks."""
+        flags = torch.tensor([float(not math.isfinite(stats[0].item())), float(stats[3].item() > 0),
+                              float(stop.signal is not None)], device=self.device)
         if self.dist.enabled:
             all_reduce_sum(flags)
-        return bool(flags[0] > 0), bool(flags[1] > 0)
+        nonfinite = "loss" if flags[0] > 0 else "gradients" if flags[1] > 0 else None
+        return nonfinite, bool(flags[2] > 0)
 
     def _evaluate(self) -> dict[str, float]:
         prepare = lambda images: self.plan.prepare_input(self.data.normalize(images))  # noqa: E731
@@ -308,8 +317,9 @@ class Trainer:
                         last = self.run_dir / "last.pt"
                         kept = (f"the last good checkpoint is {last}" if last.exists()
                                 else "no checkpoint had been written yet")
+                        what = "the loss" if nonfinite == "loss" else "the gradients (with a finite loss)"
                         raise NonFiniteLossError(
-                            f"the loss became non-finite at step {p.step + 1} (epoch {p.epoch + 1}); lower optim.lr, "
+                            f"{what} became non-finite at step {p.step + 1} (epoch {p.epoch + 1}); lower optim.lr, "
                             f"keep optim.clip_grad on, or try run.amp=off; {kept}")
                     p.step += 1
                     p.batch += accum

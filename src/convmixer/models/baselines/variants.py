@@ -1,7 +1,7 @@
 """Registered baselines for the paper's comparison: one line each.
 
 The small ones are built for Fashion-MNIST (1 x 28 x 28, 10 classes) and come in three sizes per family,
-about 0.3M, 0.6M and 1M parameters, to stand beside the small ConvMixers (see docs/baselines.md for the
+about 0.1M, 0.3M, 0.6M and 1M parameters, to stand beside the small ConvMixers (see docs/baselines.md for the
 counts). The patch-based families also have a p=2 model of about 0.6M, whose 14 x 14 grid matches
 ConvMixer-256/8 with p=2. ``resnet18_cifar`` and ``vit_tiny_p4`` keep the standard ResNet-18 and ViT-Ti
 geometries, on CIFAR-10 (3 x 32 x 32). Override ``in_chans``/``img_size``/``num_classes`` for other data: e.g.
@@ -55,6 +55,7 @@ def resmlp(name: str, dim: int, depth: int, p: int, **kwargs) -> None:
 
 
 # ResNet (He et al. 2016): CIFAR ResNet-6n+2 with option A shortcuts; ResNet-18 with option B, 3x3 stem
+resnet("resnet20_10_20_40", 3, (10, 20, 40), "ResNet-20, 10/20/40 (5/8 wide), option A")
 resnet("resnet20", 3, (16, 32, 64), "ResNet-20, 16/32/64, option A")
 resnet("resnet32", 5, (16, 32, 64), "ResNet-32, 16/32/64, option A")
 resnet("resnet44", 7, (16, 32, 64), "ResNet-44, 16/32/64, option A")
@@ -63,6 +64,7 @@ resnet("resnet20_w2", 3, (32, 64, 128), "ResNet-20 x2 wide, 32/64/128")
 resnet("resnet18_cifar", 2, (64, 128, 256, 512), "ResNet-18, 3x3 stem, option B", cfg=CIFAR, shortcut="B")
 
 # ViT / DeiT (Dosovitskiy et al. 2021, Touvron et al. 2021): class token, heads of 32 (ViT-Ti: 64)
+vit("vit_48_4_p4", 48, 4, 3, 4)  # heads of 16
 vit("vit_64_6_p4", 64, 6, 2, 4)
 vit("vit_96_6_p4", 96, 6, 3, 4)
 vit("vit_128_6_p4", 128, 6, 4, 4)
@@ -70,12 +72,14 @@ vit("vit_96_6_p2", 96, 6, 3, 2)
 vit("vit_tiny_p4", 192, 12, 3, 4, cfg=CIFAR)
 
 # MLP-Mixer (Tolstikhin et al. 2021): D_S = C/2, D_C = 4C as in Mixer-S/B
+mixer("mixer_48_5_p4", 48, 5, 4)
 mixer("mixer_64_8_p4", 64, 8, 4)
 mixer("mixer_96_8_p4", 96, 8, 4)
 mixer("mixer_128_8_p4", 128, 8, 4)
 mixer("mixer_80_8_p2", 80, 8, 2)
 
 # ResMLP (Touvron et al. 2021): depth 12 as ResMLP-S12, MLP ratio 4, LayerScale 0.1
+resmlp("resmlp_28_12_p4", 28, 12, 4)
 resmlp("resmlp_48_12_p4", 48, 12, 4)
 resmlp("resmlp_80_12_p4", 80, 12, 4)
 resmlp("resmlp_96_12_p4", 96, 12, 4)
