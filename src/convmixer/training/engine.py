@@ -249,7 +249,9 @@ class Trainer:
             max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad is not None else math.inf
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         # fp16's GradScaler skips a step with inf/NaN gradients and lowers its scale; without it (fp32, bf16) such
-        # a step would write NaN into every weight, so it is not taken and the run stops (_check, stats[3])
+        # a step would write NaN into every weight, so it is not taken and the run stops (_check, stats[3]). Reading
+        # the norm here is one host sync per step, the same one GradScaler.step makes for fp16 and _fit makes anyway
+        # for the step's stats; an on-device skip would need a guarded optimizer, which torch does not offer
         bad_grads = grad_norm is not None and not self.scaler.is_enabled() and not bool(torch.isfinite(grad_norm))
         if not bad_grads:
             self.scaler.step(self.optimizer)
