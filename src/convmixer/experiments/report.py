@@ -328,8 +328,16 @@ def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str
     for r in rows:
         ax.errorbar([x(r)], [r.mean], yerr=[r.std or 0.0], marker="o", capsize=3, linestyle="none")
         ax.annotate(r.setting, (x(r), r.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel + " (log scale)")
+    from matplotlib.ticker import EngFormatter, NullFormatter
+
+    values = [x(r) for r in rows]
+    spread = max(values) / min(values) if values and min(values) > 0 else 1.0
+    if spread >= 3:  # a log axis only for a wide range; over 1.2x its minor labels pile up
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        xlabel += " (log scale)"
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1M
+    ax.set_xlabel(xlabel)
     return _save(plt, fig, ax, title, path)
 
 
