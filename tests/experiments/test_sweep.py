@@ -130,3 +130,11 @@ def test_a_run_directory_of_other_settings_stops_the_sweep_before_it_starts(writ
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "base-s0 was trained with other settings than point base-s0" in err and "optim.lr: 0.005 there" in err
+
+
+@pytest.mark.parametrize("values, scale", [([99_178, 116_938], "linear"), ([568, 13_261], "log"),
+                                           ([1.0, 2.9], "linear"), ([1.0, 3.0], "log"), ([0.0, 10.0], "linear")])
+def test_scatter_axis_is_log_only_over_a_wide_range(values, scale):
+    from convmixer.experiments.report import axis_scale
+
+    assert axis_scale(values) == scale

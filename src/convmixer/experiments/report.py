@@ -323,6 +323,12 @@ def _line_plot(rows: list[Row], attr: str, key: str, xlabel: str, title: str, pa
     return _save(plt, fig, ax, title, path)
 
 
+def axis_scale(values: list[float]) -> str:
+    """"log" when the values span 3x or more, else "linear" (over a 1.2x range a log axis piles up its labels)."""
+    positive = [v for v in values if v > 0]
+    return "log" if len(positive) == len(values) and positive and max(positive) / min(positive) >= 3 else "linear"
+
+
 def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str, path: Path) -> Path:
     plt, fig, ax = _figure()
     for r in rows:
@@ -330,9 +336,7 @@ def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str
         ax.annotate(r.setting, (x(r), r.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
     from matplotlib.ticker import EngFormatter, NullFormatter
 
-    values = [x(r) for r in rows]
-    spread = max(values) / min(values) if values and min(values) > 0 else 1.0
-    if spread >= 3:  # a log axis only for a wide range; over 1.2x its minor labels pile up
+    if axis_scale([x(r) for r in rows]) == "log":
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         xlabel += " (log scale)"
