@@ -325,18 +325,18 @@ def _line_plot(rows: list[Row], attr: str, key: str, xlabel: str, title: str, pa
 
 def axis_scale(values: list[float]) -> str:
     """"log" when the values span 3x or more, else "linear" (over a 1.2x range a log axis piles up its labels)."""
-    positive = [v for v in values if v > 0]
-    return "log" if len(positive) == len(values) and positive and max(positive) / min(positive) >= 3 else "linear"
+    return "log" if values and min(values) > 0 and max(values) / min(values) >= 3 else "linear"
 
 
 def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str, path: Path) -> Path:
-    plt, fig, ax = _figure()
-    for r in rows:
-        ax.errorbar([x(r)], [r.mean], yerr=[r.std or 0.0], marker="o", capsize=3, linestyle="none")
-        ax.annotate(r.setting, (x(r), r.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
     from matplotlib.ticker import EngFormatter, NullFormatter
 
-    if axis_scale([x(r) for r in rows]) == "log":
+    plt, fig, ax = _figure()
+    xs = [x(r) for r in rows]
+    for r, xv in zip(rows, xs):
+        ax.errorbar([xv], [r.mean], yerr=[r.std or 0.0], marker="o", capsize=3, linestyle="none")
+        ax.annotate(r.setting, (xv, r.mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if axis_scale(xs) == "log":
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         xlabel += " (log scale)"
