@@ -10,7 +10,7 @@ from ..experiments.conftest import _one_thread, write_spec  # noqa: F401  (fixtu
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["no-such-sweep"], "no sweep spec file or shipped sweep named 'no-such-sweep'; shipped: baselines, kernel, patch"),
+    (["no-such-sweep"], "no sweep spec file or shipped sweep named 'no-such-sweep'; shipped: baselines, kernel, kernel_long, patch"),
     (["missing.yaml"], "sweep spec not found: missing.yaml"),
     (["kernel", "--workers", "0"], "--workers must be >= 1"),
     (["kernel", "--dry-run", "--report-only"], "choose one of --dry-run, --report-only and --worker"),
@@ -37,7 +37,7 @@ def _params(point) -> int:
 
 
 def test_the_shipped_sweeps_are_valid_and_test_what_they_claim():
-    specs = {name: load_spec(find_spec(name)) for name in ("kernel", "patch", "baselines")}
+    specs = {name: load_spec(find_spec(name)) for name in ("kernel", "kernel_long", "patch", "baselines")}
     for spec in specs.values():
         full, quick = spec.points(), spec.points(quick=True)  # every point validated
         assert len(spec.seeds) >= 3 and all(p.cfg.data.dataset == "fashion_mnist" for p in full)
@@ -46,6 +46,12 @@ def test_the_shipped_sweeps_are_valid_and_test_what_they_claim():
     kernel = specs["kernel"].points()
     assert sorted({p.cfg.model.kernel_size for p in kernel}) == [3, 5, 7, 9]
     assert len({(p.cfg.model.dim, p.cfg.model.depth, p.cfg.model.patch_size) for p in kernel}) == 1
+    # kernel_long: the kernel sweep's model and recipe, its two ends of k, trained longer
+    long = specs["kernel_long"].points()
+    assert sorted({p.cfg.model.kernel_size for p in long}) == [3, 9]
+    assert {(p.cfg.model.dim, p.cfg.model.depth, p.cfg.model.patch_size) for p in long} == \
+        {(p.cfg.model.dim, p.cfg.model.depth, p.cfg.model.patch_size) for p in kernel}
+    assert min(p.cfg.schedule.epochs for p in long) >= 5 * max(p.cfg.schedule.epochs for p in kernel)
     patch = specs["patch"].points()
     small = {p.cfg.model.patch_size for p in patch if p.arm == "small"}
     large = {p.cfg.model.patch_size for p in patch if p.arm == "large"}

@@ -2,7 +2,7 @@
 between worker processes and machines, then a results table and plots.
 
     convmixer sweep configs/sweeps/kernel.yaml --dry-run        # the points, their cost and the estimated time
-    convmixer sweep kernel --quick                              # the 15-minute smoke form (a name finds configs/sweeps)
+    convmixer sweep kernel --quick                              # the smoke form, a few minutes (a name finds configs/sweeps)
     convmixer sweep kernel --workers 2                          # two worker processes on this machine
     convmixer sweep kernel --storage postgresql://u:p@db/sweeps # the same command on every machine
     convmixer sweep kernel --report-only                        # results.csv, results.md and plots from what exists
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(--workers) or on others (the same --storage URL) share the points; each point "
                                    "runs once.")
     p.add_argument("spec", help="sweep spec: a YAML path, or the name of one in configs/sweeps "
-                                "(kernel, patch, baselines)")
+                                "(kernel, kernel_long, patch, baselines)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"parent folder of the sweep folders (default: {DEFAULT_OUT})")
     p.add_argument("--storage", metavar="URL", help="Optuna RDB storage (default: sqlite:///OUT/<sweep>/sweep.db); "
                                                     "a postgresql:// or mysql:// URL shares the sweep between machines")
