@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write results.csv, results.md and plots there. Workers on this machine "
                                    "(--workers) or on others (the same --storage URL) share the points; each point "
                                    "runs once.")
-    p.add_argument("spec", help="sweep spec: a YAML path, or the name of one in configs/sweeps "
-                                "(kernel, kernel_long, patch, baselines)")
+    p.add_argument("spec", help="sweep spec: a YAML path, or the name of one shipped in configs/sweeps "
+                                "(an unknown name lists them)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"parent folder of the sweep folders (default: {DEFAULT_OUT})")
     p.add_argument("--storage", metavar="URL", help="Optuna RDB storage (default: sqlite:///OUT/<sweep>/sweep.db); "
                                                     "a postgresql:// or mysql:// URL shares the sweep between machines")
