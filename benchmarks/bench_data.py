@@ -86,7 +86,7 @@ def bench_augment(images, labels, batch_sizes, repeats) -> dict:
 def bench_train_step(name: str, repeats: int, batch: int = 128) -> float:
     """Seconds per training step (forward, soft-target loss, backward, AdamW) of model ``name`` at 28x28, 1 channel,
     10 classes, channels_last."""
-    from convmixer.models import create_model
+    from convmixer import create_model
 
     model = create_model(name, in_chans=1, num_classes=10).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch
 
+from convmixer import create_model
 from convmixer.fast.hardware import cpu_info
-from convmixer.models import create_model, get_model_entry
+from convmixer.models import get_model_entry
 
 DEFAULTS = {  # model: (image size, batch size)
     "convmixer_fmnist": (28, 256),

@@ -276,7 +276,7 @@ def save_checkpoint(
     """Write weights as safetensors, with the model config as metadata, atomically.
 
     ``model_config`` defaults to ``model.config()`` and ``model_name`` to the registry name the model was
-    created under, so :func:`build_from_checkpoint` can rebuild it. ``layout="official"`` writes the
+    created under, so :func:`convmixer.factory.build_from_checkpoint` can rebuild it. ``layout="official"`` writes the
     official ``nn.Sequential`` key names (for tools that expect them). ``extra`` is any JSON-able dict.
     """
     from safetensors.torch import save as st_save
@@ -304,38 +304,6 @@ def save_checkpoint(
     except OSError as e:
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
     return path
-
-
-def build_model(ckpt: Checkpoint, model_name: str | None = None, **overrides: Any) -> nn.Module:
-    """Rebuild the model ``ckpt`` holds and load its weights strictly.
-
-    Files without a stored config (the released paper weights) need ``model_name``; overrides such as
-    ``act="relu"`` replace stored settings.
-    """
-    from .models import ConvMixer, create_model
-
-    name = model_name or ckpt.model_name
-    config = {**(ckpt.model_config or {}), **overrides}
-    if name:
-        model = create_model(name, **config)
-    elif ckpt.model_config:
-        model = ConvMixer(**config)
-    else:
-        raise CheckpointError("the checkpoint does not say which model it holds; pass the model name (--model NAME)")
-    fitting, report = match_state_dict(model, ckpt.state_dict)
-    if not report.ok:
-        raise CheckpointError(f"the checkpoint does not fit {name or 'its stored config'}: {report.describe()}")
-    model.load_state_dict(fitting)
-    return model
-
-
-def build_from_checkpoint(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False,
-                          **overrides: Any) -> nn.Module:
-    """Read ``path`` and rebuild its model with the weights loaded (see :func:`build_model`)."""
-    try:
-        return build_model(read_checkpoint(path, use_ema=use_ema), model_name, **overrides)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
 
 
 def fetch_weights(source: str | os.PathLike) -> Path:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .checkpoint import build_model, read_checkpoint
+from .checkpoint import read_checkpoint
+from .factory import model_from_checkpoint
 from .models import get_model_entry
 
 
@@ -34,7 +35,7 @@ class LoadedModel:
 
 def load_for_inference(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False) -> LoadedModel:
     ckpt = read_checkpoint(path, use_ema=use_ema)
-    model = build_model(ckpt, model_name).eval()
+    model = model_from_checkpoint(ckpt, model_name).eval()
     name = model_name or ckpt.model_name
     meta = ckpt.metadata
     train_cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}

@@ -5,7 +5,8 @@ import torch
 
 from convmixer.bench import BACKENDS, Backend, BenchConfig, BenchResult, percentile, run_bench
 from convmixer.bench.backends import Setup
-from convmixer.bench.harness import RunResult, check_config, cpu_step_peak
+from convmixer.bench.harness import RunResult, cpu_step_peak
+from convmixer.bench.settings import check_config
 from convmixer.errors import ConfigError
 
 TINY = dict(model="convmixer_256_8_ks5_p2", model_args={"dim": 16, "depth": 1, "kernel_size": 3}, image_size=12,

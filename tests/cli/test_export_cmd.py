@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
+from convmixer import create_model
 from convmixer.checkpoint import save_checkpoint
 from convmixer.cli import main
-from convmixer.models import create_model
 
 from ..export.helpers import fmnist_images, random_uint8, reference, tiny_convmixer
 

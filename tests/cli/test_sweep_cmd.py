@@ -1,10 +1,11 @@
 import pytest
 import torch
 
+from convmixer import create_model
 from convmixer.cli import main
 from convmixer.cli.sweep_cmd import find_spec
 from convmixer.experiments.spec import load_spec
-from convmixer.models import create_model, get_model_entry
+from convmixer.models import get_model_entry
 
 from ..experiments.conftest import _one_thread, write_spec  # noqa: F401  (fixtures)
 

@@ -5,11 +5,11 @@ import json
 import torch
 from PIL import Image
 
+from convmixer import create_model
 from convmixer.checkpoint import timm_to_official
 from convmixer.cli import main
 from convmixer.data.imagenet import imagenet_classes, imagenet_synsets
 from convmixer.inference import load_for_inference
-from convmixer.models import create_model
 
 
 def test_the_list_is_ilsvrc_2012_in_class_folder_order():

@@ -79,13 +79,13 @@ def test_an_interrupted_run_resumes_exactly_where_it_stopped(write_spec, tmp_pat
     assert trials(spec, out) == [("base-s0", "FAIL", "interrupted")]
 
     resumed = []
-    original = Trainer.__init__
+    original = Trainer.resume.__func__
 
-    def spy(self, cfg, resume=None):
-        resumed.append(resume)
-        original(self, cfg, resume=resume)
+    def spy(cls, run_dir, **kwargs):
+        resumed.append(run_dir)
+        return original(cls, run_dir, **kwargs)
 
-    monkeypatch.setattr(Trainer, "__init__", spy)
+    monkeypatch.setattr(Trainer, "resume", classmethod(spy))
     assert sweep(spec, out, "--no-throughput") == 0
     assert resumed == [run_dir]
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 16
@@ -105,10 +105,10 @@ def test_a_failing_point_is_recorded_the_others_finish_and_a_rerun_retries_it(wr
     spec, out = write_spec(seeds=[0]), tmp_path / "out"
     original = Trainer.__init__
 
-    def broken(self, cfg, resume=None):
+    def broken(self, cfg, **kwargs):
         if cfg is not None and cfg.run.name == "k5-s0":
             raise ConfigError("k5 went wrong")
-        original(self, cfg, resume=resume)
+        original(self, cfg, **kwargs)
 
     with monkeypatch.context() as m:
         m.setattr(Trainer, "__init__", broken)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from convmixer import create_model
 from convmixer.errors import DataError
 
-from convmixer.models import ConvMixer, create_model
+from convmixer.models import ConvMixer
 
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from convmixer import create_model
 from convmixer.errors import ConfigError, InputShapeError
 from convmixer.export import FoldedConvMixer, fold_for_inference, optimize_for_inference
-from convmixer.models import create_model
 
 from .helpers import FMNIST_MEAN, FMNIST_STD, fmnist_model, random_uint8, reference, tiny_convmixer
 

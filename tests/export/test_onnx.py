@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from convmixer import create_model
 from convmixer.errors import ConfigError, InputShapeError
 from convmixer.export import (OnnxRunner, build_metadata, export_onnx, fold_for_inference, onnx_bytes,
                               onnxruntime_bench_runner, read_onnx_metadata)
-from convmixer.models import create_model
 
 from .helpers import FMNIST_MEAN, FMNIST_STD, fmnist_model, random_uint8, reference, tiny_convmixer
 

@@ -12,9 +12,10 @@ import json
 import pytest
 import torch
 
+from convmixer import create_model
 from convmixer.checkpoint import timm_to_official
 from convmixer.cli import main
-from convmixer.models import IMAGENET_MEAN, IMAGENET_STD, create_model
+from convmixer.models import IMAGENET_MEAN, IMAGENET_STD
 
 from .helpers import random_uint8, randomize, reference
 

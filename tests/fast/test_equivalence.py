@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convmixer import load_checkpoint, save_checkpoint
+from convmixer import create_model, load_checkpoint, save_checkpoint
 from convmixer.fast import ExecutionPlan, FastOptions, apply_plan, plan_execution, swap_convmixer
 from convmixer.fast.modules import FastMixerLayer, FastStem
-from convmixer.models import ConvMixer, create_model
+from convmixer.models import ConvMixer
 
 pytestmark = pytest.mark.usefixtures("require_kernels")
 RTOL, ATOL = 1e-4, 1e-5

@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from convmixer import create_model
 from convmixer.errors import ConfigError
 from convmixer.fast import ExecutionPlan, FastOptions, apply_plan, maybe_compile, plan_execution
 from convmixer.fast import build, probe
 from convmixer.fast.hardware import DeviceInfo, device_info
 from convmixer.fast.plan import ModelFacts, model_facts, rules
-from convmixer.models import ConvMixer, create_model
+from convmixer.models import ConvMixer
 
 ZEN5 = DeviceInfo("cpu", "zen5", bf16_native=True, simd512=True)
 OLD_CPU = DeviceInfo("cpu", "avx2 cpu", bf16_native=False, simd512=False)

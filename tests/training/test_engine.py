@@ -7,7 +7,7 @@ import torch
 
 from convmixer.checkpoint import read_checkpoint
 from convmixer.errors import ConfigError
-from convmixer.training import engine as engine_module
+from convmixer.training.tasks import classification as engine_module  # the task owns the loss
 from convmixer.training.engine import NonFiniteLossError, Trainer
 from convmixer.training.state import load_state
 
@@ -63,7 +63,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tiny_cfg, monke
         cut = Trainer(tiny_cfg(*extra, name="cut")).fit()
     assert cut.stopped_by == signal.Signals(signum).name
     assert load_state(cut.run_dir / "last.pt")["progress"]["step"] == stop_step
-    resumed = Trainer(None, resume=cut.run_dir).fit()
+    resumed = Trainer.resume(cut.run_dir).fit()
     assert resumed.stopped_by is None
     a, b = final_weights(full.run_dir), final_weights(resumed.run_dir)
     assert a.keys() == b.keys()
@@ -134,11 +134,18 @@ def test_non_finite_gradients_with_a_finite_loss_stop_the_run_before_the_step(ti
 def test_refuses_to_overwrite_a_run_and_resume_needs_a_run(tiny_cfg, tmp_path):
     Trainer(tiny_cfg("schedule.epochs=1")).fit()
     with pytest.raises(ConfigError, match="already holds a run"):
-        Trainer(tiny_cfg("schedule.epochs=1"))
+        Trainer(tiny_cfg("schedule.epochs=1")).fit()
     with pytest.raises(ConfigError, match="nothing to resume"):
-        Trainer(None, resume=tmp_path / "nowhere")
+        Trainer.resume(tmp_path / "nowhere")
 
 
 def test_max_steps_and_accumulation(tiny_cfg):
-    summary = Trainer(tiny_cfg("optim.accum_steps=2", "run.max_steps=3")).fit().summary
+    result = Trainer(tiny_cfg("optim.accum_steps=2", "run.max_steps=3")).fit()
+    summary = result.summary
     assert summary["steps"] == 3 and summary["test_top1"] is not None
+    # 3 steps of 2 micro-batches of 32: the run stops mid-epoch 1, evaluates once and counts every image
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 3)]
+    assert summary["test_top1"] == records[0]["eval_top1"] == summary["best_top1"]
+    progress = load_state(result.run_dir / "last.pt")["progress"]
+    assert progress["images"] == 3 * 2 * 32 and progress["epoch"] == 1 and progress["batch"] == 0

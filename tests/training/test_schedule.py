@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from convmixer.training.config import ScheduleConfig
@@ -15,9 +16,13 @@ def test_onecycle_knots():
     assert onecycle_lr(900, total, lr) == pytest.approx(lr / 40)  # linear fall to 0
 
 
-def test_onecycle_is_a_pure_function_and_bounded():
-    values = [onecycle_lr(s, 777, 0.05) for s in range(778)]
-    assert values == [onecycle_lr(s, 777, 0.05) for s in range(778)]
+def test_onecycle_is_the_piecewise_linear_curve_through_its_knots_and_bounded():
+    total = 777
+    values = [onecycle_lr(s, total, 0.05) for s in range(total + 1)]
+    # an independent reference: linear interpolation between the paper's knots, step by step
+    expected = np.interp(np.arange(total + 1) / total, [0.0, 0.4, 0.8, 1.0], [0.0, 0.05, 0.05 / 20, 0.0])
+    np.testing.assert_allclose(values, expected, rtol=1e-12, atol=1e-15)
+    assert onecycle_lr(-5, total, 0.05) == 0.0 and onecycle_lr(total + 50, total, 0.05) == 0.0  # clamped to [0, 1]
     assert max(values) <= 0.05 and min(values) >= 0
     peak = values.index(max(values))
     assert all(a <= b for a, b in zip(values[:peak], values[1:peak + 1]))  # rises to the peak

@@ -6,12 +6,16 @@
 
 Every speed figure is a ratio against :func:`~convmixer.bench.reference.build_reference` measured in the same
 process (interleaved rounds, median of per-round ratios).
+
+Layers, imported one way: :mod:`.settings` (BenchConfig and its checks) <- :mod:`.backends` (the runners) <-
+:mod:`.harness` (timing, memory, results) <- :mod:`.report` (the text table).
 """
 
 from .backends import BACKENDS, Backend, TorchBackend, get_backend
-from .harness import BenchConfig, BenchResult, RunResult, percentile, run_bench
+from .harness import BenchResult, RunResult, percentile, run_bench
 from .reference import build_reference, reference_from
 from .report import format_table
+from .settings import BenchConfig
 
 __all__ = [
     "BACKENDS", "Backend", "TorchBackend", "get_backend", "BenchConfig", "BenchResult", "RunResult", "percentile",

@@ -2,10 +2,13 @@
 to ONNX in memory, inference on the CPU). Another plugs in by subclassing :class:`Backend` and adding itself to
 :data:`BACKENDS`.
 
-A backend turns a :class:`~convmixer.bench.harness.BenchConfig` into a :class:`Setup`: the *fast* runner (what is
+A backend turns a :class:`~convmixer.bench.settings.BenchConfig` into a :class:`Setup`: the *fast* runner (what is
 being measured) and the *reference* runner (the plain PyTorch ConvMixer of :mod:`convmixer.bench.reference`, or for
 other architectures the same architecture on the plain path). A runner has ``step()`` (one batch),
 ``latency_step()`` (batch 1) and ``sync()``.
+
+Within :mod:`convmixer.bench` this module imports :mod:`~convmixer.bench.settings` (and, inside ``setup``,
+:mod:`~convmixer.bench.reference`); the harness imports it, never the other way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .settings import check_device, default_batch_size
 
 
 @dataclass
@@ -84,10 +88,10 @@ class TorchBackend(Backend):
     def setup(self, cfg) -> Setup:
         import torch
 
+        from ..factory import create_model
         from ..fast import FastOptions, apply_plan, maybe_compile, plan_execution
         from ..fast.hardware import device_info
-        from ..models import ConvMixer, create_model, get_model_entry
-        from .harness import check_device, default_batch_size
+        from ..models import ConvMixer, get_model_entry
         from .reference import reference_from
 
         device = check_device(cfg.device)

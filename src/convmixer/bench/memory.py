@@ -14,7 +14,8 @@ def main(argv: list[str]) -> int:
     import torch
 
     from .backends import get_backend
-    from .harness import BenchConfig, cpu_step_peak
+    from .harness import cpu_step_peak
+    from .settings import BenchConfig
 
     payload = json.loads(argv[0])
     cfg = BenchConfig(**{**payload["config"], "memory": False, "progress": False})

@@ -56,7 +56,7 @@ def run_show(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     aug = augment_preset(args.augment, **overrides)
     data = DataConfig(dataset=args.dataset, root=args.root, download=not args.no_download,
-                      image_size=args.image_size, batch_size=args.num, eval_batch_size=args.num, workers=0)
+                      image_size=args.image_size, batch_size=args.num, eval_batch_size=args.num, workers=0).validate()
     dm = build_data(data, aug, device="cpu", seed=args.seed)
     images, labels = next(dm.train_loader.iterate(0))
     g = torch.Generator().manual_seed(args.seed)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..fast import FastOptions, apply_plan, plan_execution
     from ..io import atomic_write, check_output_path
     from ..training.distributed import DistInfo, resolve_device
-    from ..training.evaluate import evaluate, plot_confusion
+    from ..training.tasks import get_task
     from ..inference import load_for_inference
 
     device = resolve_device(args.device, DistInfo())
@@ -69,22 +69,18 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_execution(model, mode="infer", device=device, input_shape=shape, options=FastOptions(plain=args.plain))
     apply_plan(model, plan)
     prepare = lambda images: plan.prepare_input(data.normalize(images))  # noqa: E731
-    result = evaluate(model, data.eval_loader.iterate(), prepare, data.num_classes, plan.autocast(), progress=True,
-                      total=len(data.eval_loader))
+    task = get_task("classification")
+    result = task.evaluate(model, data, prepare, autocast=plan.autocast(), progress=True)
 
     out.mkdir(parents=True, exist_ok=True)
     classes = list(data.classes)
-    report = {"checkpoint": str(args.checkpoint), "dataset": dataset, "num_samples": result.num_samples,
-              "top1": result.top1, "top5": result.top5, "loss": result.loss,
-              "per_class": dict(zip(classes, result.per_class)), "execution": plan.describe()}
+    report = {"checkpoint": str(args.checkpoint), "dataset": dataset, **task.eval_report(result, classes),
+              "execution": plan.describe()}
     with atomic_write(out / "eval.json", "w") as f:
         json.dump(report, f, indent=2)
-    plot_confusion(result.confusion, classes, out / "confusion.png",
-                   f"{Path(args.checkpoint).name} on {dataset}: top-1 {result.top1:.2f}%")
-    width = max(len(c) for c in classes)
-    if len(classes) <= 50:
-        for name, acc in zip(classes, result.per_class):
-            print(f"  {name:<{width}}  {acc:6.2f}%")
-    print(f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
-          f"({result.num_samples} images; {out / 'eval.json'}, {out / 'confusion.png'})")
+    written = task.write_eval_outputs(result, classes, out, f"{Path(args.checkpoint).name} on {dataset}")
+    *lines, headline = task.eval_lines(result, classes)
+    for line in lines:
+        print(line)
+    print(f"{headline}  ({result.num_samples} images; {', '.join(str(p) for p in [out / 'eval.json', *written])})")
     return 0

@@ -44,7 +44,8 @@ def _human(n: float, unit: str = "") -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..models import create_model, get_model_entry
+    from ..factory import create_model
+    from ..models import get_model_entry
     from ..profile import profile_model
 
     entry = get_model_entry(args.name)

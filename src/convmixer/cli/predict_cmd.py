@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..fast import FastOptions, apply_plan, plan_execution
     from ..inference import load_for_inference
     from ..training.distributed import DistInfo, resolve_device
+    from ..training.tasks import get_task
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ConfigError("--top-k and --batch-size must be >= 1")
@@ -71,19 +72,17 @@ def run(args: argparse.Namespace) -> int:
     apply_plan(model, plan)
     mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
-    k = min(args.top_k, info.num_classes)
+    task = get_task("classification")
 
     def flush(batch: list[tuple[Path, torch.Tensor]]) -> None:
         x = torch.stack([img for _, img in batch]).to(device).float().div_(255).sub_(mean).div_(std)
         with torch.no_grad(), plan.autocast():
-            probs = model(plan.prepare_input(x)).float().softmax(1)
-        top = probs.topk(k, dim=1)
-        for (path, _), p, i in zip(batch, top.values.tolist(), top.indices.tolist()):
+            outputs = model(plan.prepare_input(x))
+        for (path, _), prediction in zip(batch, task.predictions(outputs, names, args.top_k)):
             if args.json:
-                print(json.dumps({"image": str(path), "top": [{"class": names[c], "index": c, "probability": q}
-                                                              for c, q in zip(i, p)]}))
+                print(json.dumps({"image": str(path), **prediction}))
             else:
-                print(f"{path}: " + ", ".join(f"{names[c]} {100 * q:.1f}%" for c, q in zip(i, p)))
+                print(f"{path}: {task.prediction_text(prediction)}")
 
     batch: list = []
     predicted = 0

@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve(args: argparse.Namespace):
-    """Defaults <- recipe <- flags <- --set, type-checked; validated before anything is built."""
+    """Defaults <- recipe <- flags <- --set, each value type-checked as it is set (the whole config is validated
+    once, by the Trainer, or here for --print-config)."""
     from ..training.config import load_config, parse_assignment, set_value
 
     cfg = load_config(args.config or "fmnist")
@@ -62,7 +63,6 @@ def resolve(args: argparse.Namespace):
             set_value(cfg, key, value)
     for text in args.assignments:  # --set comes last, so it wins over the named flags
         set_value(cfg, *parse_assignment(text))
-    cfg.validate()
     return cfg
 
 
@@ -76,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
         if args.config or args.assignments or given:
             raise ConfigError("--resume continues a run with its saved config; drop the other settings "
                               f"({', '.join(given + (['--config'] if args.config else []) + (['--set'] if args.assignments else []))})")
-        result = Trainer(None, resume=args.resume).fit()  # type: ignore[arg-type]
+        result = Trainer.resume(args.resume).fit()
     else:
         cfg = resolve(args)
         if args.print_config:
+            cfg.validate()
             print(dump_yaml(cfg), end="")
             return 0
         result = Trainer(cfg).fit()

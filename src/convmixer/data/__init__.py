@@ -1,6 +1,7 @@
 """The data layer: datasets, downloads, batched augmentation on the device, loaders.
 
-Entry point: ``build_data(DataConfig(...), AugmentConfig(...), device=..., seed=...) -> DataModule``.
+Entry point: ``build_data(DataConfig(...), AugmentConfig(...), device=..., seed=...) -> DataModule``. What is
+known about each dataset (shape, sizes, statistics, classes, loader) is its entry in ``registry.py``.
 docs/data.md describes every setting; docs/architecture.md the contracts. Importing this package loads no
 data and does no I/O.
 """
@@ -23,12 +24,15 @@ from .loaders import (
 )
 from .mix import Mix, mix_targets, smooth_one_hot
 from .randaugment import RandAugment, RandAugmentSpec, parse_randaugment
+from .registry import DatasetInfo, get_dataset_info, list_datasets, register_dataset, unregister_dataset
 
 __all__ = [
     "AUGMENT_PRESETS", "DATASETS", "DATASET_STATS", "IDX_DATASETS", "IMG_EXTENSIONS", "ArrayDataset", "Augment",
-    "AugmentConfig", "DataConfig", "DataModule", "FolderEvalLoader", "FolderTrainLoader", "Mix", "RandAugment",
-    "RandAugmentSpec", "RestrictedUnpickler", "TensorEvalLoader", "TensorTrainLoader", "UnreadableImageWarning",
-    "augment_preset", "build_data", "decode_image", "denormalize", "eval_transform", "load_cifar", "load_idx",
-    "make_synthetic", "mix_targets", "no_augment", "normalize", "parse_randaugment", "read_idx",
-    "scan_image_folder", "shard_plan", "smooth_one_hot",
+    "AugmentConfig", "DataConfig", "DataModule", "DatasetInfo", "FolderEvalLoader", "FolderTrainLoader", "Mix",
+    "RandAugment", "RandAugmentSpec", "RestrictedUnpickler", "TensorEvalLoader", "TensorTrainLoader",
+    "UnreadableImageWarning",
+    "augment_preset", "build_data", "decode_image", "denormalize", "eval_transform", "get_dataset_info",
+    "list_datasets", "load_cifar", "load_idx", "make_synthetic", "mix_targets", "no_augment", "normalize",
+    "parse_randaugment", "read_idx", "register_dataset", "scan_image_folder", "shard_plan", "smooth_one_hot",
+    "unregister_dataset",
 ]

@@ -181,13 +181,13 @@ class Augment:
 
     ``crop_in_loader``: folder data is already random-resized-cropped to ``image_size`` by the loader's
     workers, so the batched crop is skipped there (flip, RandAugment, erasing and mixing still run here).
+    ``cfg`` is validated where it enters (``AugmentConfig.validate``); the RandAugment spec is parsed here.
     """
 
     def __init__(
         self, cfg: AugmentConfig, *, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
         in_chans: int, image_size: int, crop_in_loader: bool = False,
     ) -> None:
-        cfg.validate()
         if len(mean) != in_chans or len(std) != in_chans:
             raise ConfigError(f"mean {mean} / std {std} need {in_chans} values, one per channel")
         self.cfg = cfg

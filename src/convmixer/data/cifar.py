@@ -12,6 +12,7 @@ import codecs
 import os
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,16 +20,20 @@ import torch
 from ..errors import DataError
 from ..io import cache_dir
 from .datasets import DATA_ENV, ArrayDataset
+from .registry import get_dataset_info
+
+if TYPE_CHECKING:
+    from .config import DataConfig
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
-# dataset -> (directory name, train files, test file, meta file, label key, names key)
+# dataset -> (directory name, train files, test file, meta file, label key, names key); what each dataset is
+# (title, classes, sizes, statistics) is its entry in registry.py
 CIFAR_LAYOUT = {
     "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta",
                 "labels", "label_names"),
     "cifar100": ("cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names"),
 }
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],
@@ -88,7 +93,7 @@ def find_cifar(name: str, root: str | os.PathLike | None) -> Path:
     for d in candidates:
         if (d / train_files[0]).is_file():
             return d
-    title = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
+    title = get_dataset_info(name).title
     raise DataError(
         f"{title} not found (looked for {dirname}/{train_files[0]} in {', '.join(str(b) for b in bases)}); "
         f"download and extract the 'CIFAR python version' from {CIFAR_URL} and pass its folder with --root"
@@ -118,8 +123,8 @@ def load_cifar(name: str, split: str = "train", root: str | os.PathLike | None =
     meta_path = directory / meta_file
     if meta_path.is_file():
         classes = _decode(load_pickle(meta_path).get(names_key) or [])
-    elif name == "cifar10":
-        classes = list(CIFAR10_CLASSES)
+    elif get_dataset_info(name).classes is not None:  # CIFAR-10: the registry knows the names
+        classes = list(get_dataset_info(name).classes)
     else:
         raise DataError(f"{meta_path} (the class names) is missing; re-extract the CIFAR-100 archive")
     all_labels = np.concatenate(labels)
@@ -127,3 +132,8 @@ def load_cifar(name: str, split: str = "train", root: str | os.PathLike | None =
         raise DataError(f"{directory}: labels outside 0..{len(classes) - 1}; re-download the dataset")
     return ArrayDataset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(all_labels), classes,
                         f"{name} {split}")
+
+
+def cifar_from_config(data: DataConfig, split: str) -> ArrayDataset:
+    """The registry's loader of CIFAR-10/100: ``data.dataset``'s ``split`` from ``data.root`` (or the usual places)."""
+    return load_cifar(data.dataset, split, data.root)

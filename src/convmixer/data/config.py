@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .registry import list_datasets
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic")
+DATASETS = list_datasets()  # the built-in datasets' names (registry.py); DataConfig.validate asks the registry
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 CROPS = ("rrc", "pad", "none")
 PAD_MODES = ("zeros", "reflect")
@@ -40,7 +41,7 @@ def _check_range(name: str, value: tuple, low: float, high: float) -> None:
 class DataConfig:
     """Which dataset, where it lives and how it is batched."""
 
-    dataset: str = "fashion_mnist"  # one of DATASETS
+    dataset: str = "fashion_mnist"  # a registered dataset (registry.py: list_datasets())
     root: str | None = None  # explicit dataset location; None = search $CONVMIXER_DATA, the cache, system dirs
     download: bool = True  # download IDX datasets (MD5-checked) into the cache when not found anywhere
     mirror: str | None = None  # base URL to download from instead of the official ones (also $CONVMIXER_DATA_MIRROR)
@@ -64,7 +65,8 @@ class DataConfig:
 
     def validate(self) -> DataConfig:
         """Raise :class:`ConfigError` on a bad value; return ``self`` so calls can chain."""
-        _check(self.dataset in DATASETS, f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        names = list_datasets()
+        _check(self.dataset in names, f"unknown dataset {self.dataset!r}; choose one of {', '.join(names)}")
         for name in ("batch_size", "eval_batch_size", "synthetic_size", "synthetic_eval_size", "synthetic_classes",
                      "synthetic_image_size"):
             value = getattr(self, name)

@@ -4,7 +4,9 @@ Each loads into an :class:`ArrayDataset`: uint8 images ``(N, C, H, W)``, int64 l
 names. IDX files are looked for, in order, in the explicit ``root``, ``$CONVMIXER_DATA``, the user cache
 (``convmixer.io.cache_dir("data")``) and system directories (Debian's ``dataset-fashion-mnist`` package);
 in each of those places both the directory itself and a dataset-named subdirectory count. When absent they
-are downloaded into the cache, MD5-checked (see download.py).
+are downloaded into the cache, MD5-checked (see download.py). What each dataset is (title, classes, sizes,
+statistics) is its entry in registry.py; the loaders named there (``idx_from_config``, ``synthetic_from_config``)
+are at the end of their sections.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +23,10 @@ import torch
 from ..errors import DataError
 from ..io import cache_dir
 from .download import MIRROR_ENV, ChecksumError, DownloadError, download_file
+from .registry import get_dataset_info
+
+if TYPE_CHECKING:
+    from .config import DataConfig
 
 DATA_ENV = "CONVMIXER_DATA"  # directory searched for datasets before the cache
 
@@ -48,16 +55,25 @@ class ArrayDataset:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class IdxSpec:
-    """Where an IDX dataset comes from and what it contains."""
+    """Where an IDX dataset's files come from. What it contains (title, classes) is its registry entry's."""
 
-    title: str  # human name, for messages
+    name: str  # the dataset's registry name (convmixer.data.registry)
     files: dict  # (split, "images" | "labels") -> file name of the gzipped IDX file
     md5: dict  # file name -> MD5 of the .gz as published
     mirrors: tuple[str, ...]  # base URLs tried in order; the file name is appended
-    classes: tuple[str, ...]  # class names, index = label
     dirnames: tuple[str, ...]  # subdirectories of a search location that may hold the files
     system_dirs: tuple[str, ...] = ()  # system-wide install locations (distribution packages)
     apt_package: str | None = None  # the Debian/Ubuntu package that installs the files
+
+    @property
+    def title(self) -> str:
+        """Human name, for messages (the registry entry's)."""
+        return get_dataset_info(self.name).title
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, index = label (the registry entry's)."""
+        return get_dataset_info(self.name).classes
 
 
 def _idx_files(prefix_train: str = "train", prefix_test: str = "t10k") -> dict:
@@ -71,7 +87,7 @@ def _idx_files(prefix_train: str = "train", prefix_test: str = "t10k") -> dict:
 
 IDX_DATASETS: dict[str, IdxSpec] = {
     "fashion_mnist": IdxSpec(
-        title="Fashion-MNIST",
+        name="fashion_mnist",
         files=_idx_files(),
         md5={
             "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -80,14 +96,12 @@ IDX_DATASETS: dict[str, IdxSpec] = {
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"),
         dirnames=("fashion_mnist", "fashion-mnist", "FashionMNIST/raw"),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         apt_package="dataset-fashion-mnist",
     ),
     "mnist": IdxSpec(
-        title="MNIST",
+        name="mnist",
         files=_idx_files(),
         md5={
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -97,7 +111,6 @@ IDX_DATASETS: dict[str, IdxSpec] = {
         },
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-        classes=tuple(str(i) for i in range(10)),
         dirnames=("mnist", "MNIST/raw"),
     ),
 }
@@ -209,6 +222,11 @@ def load_idx(name: str, split: str = "train", **kwargs) -> ArrayDataset:
     )
 
 
+def idx_from_config(data: DataConfig, split: str) -> ArrayDataset:
+    """The registry's loader of IDX datasets: ``data.dataset``'s ``split`` from ``data.root`` (or downloaded)."""
+    return load_idx(data.dataset, split, root=data.root, download=data.download, mirror=data.mirror)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Synthetic data
 # ----------------------------------------------------------------------------------------------------------------
@@ -235,3 +253,10 @@ def make_synthetic(n: int, *, num_classes: int = 10, chans: int = 3, size: int =
         [f"class{i}" for i in range(num_classes)],
         f"synthetic {split}",
     )
+
+
+def synthetic_from_config(data: DataConfig, split: str) -> ArrayDataset:
+    """The registry's loader of synthetic data: ``split`` made with ``data``'s synthetic_* settings."""
+    return make_synthetic(data.synthetic_size if split == "train" else data.synthetic_eval_size,
+                          num_classes=data.synthetic_classes, chans=data.synthetic_chans,
+                          size=data.synthetic_image_size, seed=data.synthetic_seed, split=split)

@@ -1,9 +1,9 @@
 """Loaders and :func:`build_data`, the data layer's entry point.
 
-Small datasets (IDX, CIFAR, synthetic) live on the device as uint8 tensors; a training batch is one
-``index_select``. Folder datasets decode and random-resized-crop in DataLoader workers. Either way the
-loader yields uint8 ``(B, C, S, S)`` images and int64 labels on the device, and the batched
-:class:`~convmixer.data.augment.Augment` does the rest.
+In-memory datasets (registry entries with ``in_memory``: IDX, CIFAR, synthetic) are loaded by their entry's
+loader and live on the device as uint8 tensors; a training batch is one ``index_select``. Folder datasets
+decode and random-resized-crop in DataLoader workers. Either way the loader yields uint8 ``(B, C, S, S)``
+images and int64 labels on the device, and the batched :class:`~convmixer.data.augment.Augment` does the rest.
 
 Order. Epoch e visits ``perm = randperm(N, seed=(seed, e))``; rank r of W takes ``perm[r::W]`` and cuts it
 into batches of B (the per-rank batch), dropping the remainder, DistributedSampler-style. So batch i of
@@ -25,26 +25,19 @@ import torch
 from ..errors import ConfigError, DataError
 from .augment import Augment, normalize
 from .config import AugmentConfig, DataConfig
-from .datasets import ArrayDataset, load_idx, make_synthetic
+from .datasets import ArrayDataset
 from .folder import (
     SUBSTITUTE_TRIES, FolderEvalSet, FolderSplit, FolderTrainSet, PathTable, collate_decoded, scan_image_folder,
 )
+from .registry import get_dataset_info, list_datasets
 from .seeding import generator
 
 Tensor = torch.Tensor
 Batch = tuple[Tensor, Tensor]
 
-# Per-channel mean/std of 0..1 pixels of each dataset's training set (ImageNet's for folder data).
-DATASET_STATS = {
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-}
-FOLDER_IMAGE_SIZE = 224  # default side of folder images, px
-FOLDER_CROP_PCT = 0.96  # default eval crop fraction for folder data (the released ConvMixer weights')
+# Per-channel (mean, std) of 0..1 pixels of each built-in dataset, from its registry entry (ImageNet's for folder
+# data). The pipeline reads the registry itself, so datasets registered later count too.
+DATASET_STATS = {name: (get_dataset_info(name).mean, get_dataset_info(name).std) for name in list_datasets()}
 
 
 class UnreadableImageWarning(UserWarning):
@@ -271,21 +264,10 @@ class DataModule:
                 f"{self.in_chans}x{self.image_size}x{self.image_size}, {self.augment!r}")
 
 
-SMALL_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic")
-
-
 def load_array_dataset(data: DataConfig, split: str) -> ArrayDataset:
-    """The in-memory dataset ``data.dataset``'s ``split`` ("train" | "test"), cut to the configured subset."""
-    if data.dataset in ("fashion_mnist", "mnist"):
-        ds = load_idx(data.dataset, split, root=data.root, download=data.download, mirror=data.mirror)
-    elif data.dataset in ("cifar10", "cifar100"):
-        from .cifar import load_cifar
-
-        ds = load_cifar(data.dataset, split, data.root)
-    else:
-        ds = make_synthetic(data.synthetic_size if split == "train" else data.synthetic_eval_size,
-                            num_classes=data.synthetic_classes, chans=data.synthetic_chans,
-                            size=data.synthetic_image_size, seed=data.synthetic_seed, split=split)
+    """The in-memory dataset ``data.dataset``'s ``split`` ("train" | "test") from its registry entry's loader, cut
+    to the configured subset."""
+    ds = get_dataset_info(data.dataset).resolve_loader()(data, split)
     return ds.head(data.train_subset if split == "train" else data.eval_subset)
 
 
@@ -301,7 +283,8 @@ def resize_dataset(ds: ArrayDataset, size: int, interpolation: str = "bicubic", 
 
 
 def _stats(data: DataConfig, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mean, std = DATASET_STATS[data.dataset]
+    info = get_dataset_info(data.dataset)
+    mean, std = info.mean, info.std
     mean, std = tuple(data.mean or mean[:in_chans]), tuple(data.std or std[:in_chans])
     if len(mean) == 1 and in_chans > 1:
         mean *= in_chans
@@ -314,13 +297,14 @@ def _stats(data: DataConfig, in_chans: int) -> tuple[tuple[float, ...], tuple[fl
 
 def build_data(data: DataConfig, aug: AugmentConfig, *, device: torch.device | str, seed: int, rank: int = 0,
                world_size: int = 1, train: bool = True) -> DataModule:
-    """Load ``data.dataset`` and build its loaders and augmentation for rank ``rank`` of ``world_size``."""
-    data.validate()
-    aug.validate()
+    """Load ``data.dataset`` and build its loaders and augmentation for rank ``rank`` of ``world_size``.
+
+    ``data`` and ``aug`` are validated where they enter (the Trainer, the CLI commands); this checks only what
+    depends on the data itself (batch size against the set's size, mean/std against its channels)."""
     device = torch.device(device)
     if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
         raise ConfigError(f"rank {rank} must be in 0..world_size-1 (world_size {world_size})")
-    if data.dataset == "folder":
+    if not get_dataset_info(data.dataset).in_memory:
         return _build_folder(data, aug, device=device, seed=seed, rank=rank, world_size=world_size, train=train)
     eval_ds = load_array_dataset(data, "test")
     train_ds = load_array_dataset(data, "train") if train else None
@@ -354,8 +338,9 @@ def _build_folder(data: DataConfig, aug: AugmentConfig, *, device: torch.device,
     if not data.root:
         raise ConfigError("the folder dataset needs --root (a directory with train/<class>/ and val/<class>/)")
     classes, train_split, val_split = scan_image_folder(data.root, train=train)
-    in_chans, size = 3, data.image_size or FOLDER_IMAGE_SIZE
-    crop_pct = data.crop_pct or FOLDER_CROP_PCT
+    info = get_dataset_info(data.dataset)
+    in_chans, size = info.in_chans, data.image_size or info.image_size
+    crop_pct = data.crop_pct or info.crop_pct
     mean, std = _stats(data, in_chans)
     if train and data.train_subset is not None:
         train_split = _head_split(train_split, data.train_subset)
@@ -374,7 +359,7 @@ def _build_folder(data: DataConfig, aug: AugmentConfig, *, device: torch.device,
         train_loader = FolderTrainLoader(train_set, data.batch_size, seed=seed, rank=rank, world_size=world_size,
                                          device=device, workers=data.workers, strict=data.strict_images)
     return DataModule(
-        name="folder", classes=classes, in_chans=in_chans, image_size=size, mean=mean, std=std,
+        name=data.dataset, classes=classes, in_chans=in_chans, image_size=size, mean=mean, std=std,
         train_loader=train_loader, eval_loader=eval_loader,
         augment=Augment(aug, num_classes=len(classes), mean=mean, std=std, in_chans=in_chans, image_size=size,
                         crop_in_loader=aug.crop == "rrc"),

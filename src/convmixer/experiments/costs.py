@@ -9,11 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.registry import get_dataset_info
 from ..training.config import TrainConfig
-
-TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
-EVAL_SIZES = {"fashion_mnist": 10_000, "mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000}
-KNOWN_SHAPES = {"fashion_mnist": (1, 10), "mnist": (1, 10), "cifar10": (3, 10), "cifar100": (3, 100)}
 
 
 @dataclass(frozen=True)
@@ -28,14 +25,12 @@ class DataFacts:
 
 
 def data_facts(cfg: TrainConfig) -> DataFacts:
-    """Channels, side and classes of a config's data, without loading it where the dataset is known."""
+    """Channels, side and classes of a config's data, without loading it where the registry knows them."""
     d = cfg.data
     size = cfg.image_size()
-    if d.dataset in KNOWN_SHAPES:
-        chans, classes = KNOWN_SHAPES[d.dataset]
-        return DataFacts(chans, size, classes)
-    if d.dataset == "synthetic":
-        return DataFacts(d.synthetic_chans, size, d.synthetic_classes)
+    info = get_dataset_info(d.dataset).for_config(d)  # synthetic: shape from its config
+    if info.in_chans is not None and info.num_classes is not None:
+        return DataFacts(info.in_chans, size, info.num_classes)
     from ..data import build_data  # folder data: scan the evaluation folder
 
     data = build_data(d, cfg.aug, device="cpu", seed=0, train=False)
@@ -45,8 +40,8 @@ def data_facts(cfg: TrainConfig) -> DataFacts:
 def run_images(cfg: TrainConfig) -> tuple[int | None, int | None]:
     """(training images seen over the whole run, evaluation images per evaluation); None where unknown."""
     d = cfg.data
-    train = d.synthetic_size if d.dataset == "synthetic" else TRAIN_SIZES.get(d.dataset)
-    evals = d.synthetic_eval_size if d.dataset == "synthetic" else EVAL_SIZES.get(d.dataset)
+    info = get_dataset_info(d.dataset).for_config(d)  # synthetic: sizes from its config; folder: unknown
+    train, evals = info.train_size, info.eval_size
     if train is not None and d.train_subset:
         train = min(train, d.train_subset)
     if evals is not None and d.eval_subset:
@@ -82,10 +77,11 @@ def describe_model(cfg: TrainConfig) -> str:
 
 def profile_point(cfg: TrainConfig, facts: DataFacts) -> dict[str, Any]:
     """Parameters and MACs per image at the data's input size (:func:`convmixer.profile.profile_model`)."""
+    from ..factory import build_model
     from ..profile import profile_model
-    from ..training.engine import build_model
 
-    model = build_model(cfg, facts.in_chans, facts.num_classes, facts.image_size)
+    model = build_model(cfg.model.name, in_chans=facts.in_chans, num_classes=facts.num_classes,
+                        image_size=facts.image_size, pretrained=cfg.model.pretrained or False, **cfg.model.overrides())
     prof = profile_model(model, facts.input_size)
     return {"params": prof.params, "macs": prof.macs}
 

@@ -425,7 +425,7 @@ class Sweep:
         run_dir = self.sweep_dir / point.id
         if state == "partial":
             self.log(f"{point.id}: resuming from {run_dir / 'last.pt'}")
-            trainer = Trainer(None, resume=run_dir)
+            trainer = Trainer.resume(run_dir)
         else:
             self.log(f"{point.id}: training")
             _write_marker(point, self.sweep_dir, self.spec.name)

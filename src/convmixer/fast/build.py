@@ -1,10 +1,12 @@
-"""Compile the C kernels of :mod:`convmixer.fast.csrc` on first use and load them with ctypes.
+"""Compile the C kernels in ``kernels.c`` (next to this module) on first use and load them with ctypes.
 
 The kernels are plain C (GCC vector extensions + OpenMP), so building one takes about a second and needs no
-PyTorch headers. The shared object is cached in ``cache_dir("kernels")`` under a name that hashes the source,
-the compiler, its flags and the CPU, so a changed source or a different machine rebuilds it. Without a working C
-compiler (or with ``CONVMIXER_NO_KERNELS=1``) :func:`load_kernels` returns ``None`` and the fast path falls back to
-PyTorch's built-in operators. Nothing is compiled at import time.
+PyTorch headers. ``kernels.c`` ships as package data and is found with :func:`source_file` (importlib.resources),
+so an editable install and an installed wheel both find it. The shared object is cached in ``cache_dir("kernels")``
+under a name that hashes the file's contents, the compiler, its flags and the CPU, so an edited ``kernels.c`` or a
+different machine rebuilds it. Without a working C compiler (or with ``CONVMIXER_NO_KERNELS=1``)
+:func:`load_kernels` returns ``None`` and the fast path falls back to PyTorch's built-in operators. Nothing is
+compiled at import time.
 
 OpenMP: the library links ``libgomp.so.1``; PyTorch has already loaded its own copy under that name, so both share
 one thread pool instead of competing for the cores.
@@ -14,16 +16,20 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.resources
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 from ..io import atomic_write, cache_dir
-from .csrc import SOURCE
 from .hardware import cpu_flags, cpu_name
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 # Kernel sizes the depthwise kernels are specialized for; anything else runs on the built-in convolution.
 MAX_KERNEL_SIZE = 31
@@ -37,6 +43,9 @@ _SIGNATURES = {
     "cmx_dw_wgrad": [_P, _P, _P, _P, _I, _L, _L, _L, _L, _L, _L, _I],
 }
 
+# The C source, package data next to this module.
+SOURCE_NAME = "kernels.c"
+
 _lock = threading.Lock()
 _loaded: dict[int, ctypes.CDLL | None] = {}
 _errors: dict[int, str] = {}
@@ -44,6 +53,16 @@ _errors: dict[int, str] = {}
 
 def disabled() -> bool:
     return os.environ.get("CONVMIXER_NO_KERNELS", "") not in ("", "0")
+
+
+def source_file() -> Traversable:
+    """The packaged C source of the kernels (``convmixer/fast/kernels.c``)."""
+    return importlib.resources.files(__package__).joinpath(SOURCE_NAME)
+
+
+def kernel_source() -> str:
+    """The text of :func:`source_file`: what is hashed into the cache key and compiled."""
+    return source_file().read_text(encoding="utf-8")
 
 
 def compiler() -> str | None:
@@ -60,25 +79,26 @@ def _flag_sets() -> list[list[str]]:
     return sets
 
 
-def _key(cc: str, flags: list[str], kernel_size: int) -> str:
+def _key(source: str, cc: str, flags: list[str], kernel_size: int) -> str:
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = ""
     h = hashlib.sha256()
-    for part in (SOURCE, cc, version, " ".join(flags), str(kernel_size), cpu_name(), " ".join(sorted(cpu_flags()))):
+    for part in (source, cc, version, " ".join(flags), str(kernel_size), cpu_name(), " ".join(sorted(cpu_flags()))):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:20]
 
 
-def _compile(cc: str, flags: list[str], kernel_size: int, target: str) -> None:
+def _compile(source: str, cc: str, flags: list[str], kernel_size: int, target: str) -> None:
     defines = [f"-DKS={kernel_size}"] if kernel_size else []
     with tempfile.TemporaryDirectory(prefix="convmixer-build-") as tmp:
-        src = os.path.join(tmp, "cmx.c")
+        # compile the exact text that was hashed into the cache key (same name and lines as the packaged file)
+        src = os.path.join(tmp, SOURCE_NAME)
         out = os.path.join(tmp, "cmx.so")
         with open(src, "w", encoding="utf-8") as f:
-            f.write(SOURCE)
+            f.write(source)
         proc = subprocess.run([cc, *flags, *defines, src, "-o", out, "-lm"], capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
@@ -105,12 +125,13 @@ def _build(kernel_size: int) -> ctypes.CDLL:
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC or install gcc)")
+    source = kernel_source()
     last = "no flags worked"
     for flags in _flag_sets():
-        path = str(cache_dir("kernels", f"cmx-k{kernel_size}-{_key(cc, flags, kernel_size)}.so"))
+        path = str(cache_dir("kernels", f"cmx-k{kernel_size}-{_key(source, cc, flags, kernel_size)}.so"))
         if not os.path.exists(path):
             try:
-                _compile(cc, flags, kernel_size, path)
+                _compile(source, cc, flags, kernel_size, path)
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 last = str(e)
                 continue

@@ -4,7 +4,7 @@ from .registry import (
     IMAGENET_STD,
     ModelEntry,
     PretrainedCfg,
-    create_model,
+    build_registered,
     get_model_entry,
     list_models,
     model_kwargs,
@@ -13,5 +13,5 @@ from .registry import (
 
 __all__ = [
     "ACTIVATIONS", "ConvMixer", "Residual", "IMAGENET_MEAN", "IMAGENET_STD", "ModelEntry", "PretrainedCfg",
-    "create_model", "get_model_entry", "list_models", "model_kwargs", "register_model",
+    "build_registered", "get_model_entry", "list_models", "model_kwargs", "register_model",
 ]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputShapeError
+from .classifier import ImageClassifier, linear_head
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -71,10 +72,11 @@ def convmixer_layer(dim: int, kernel_size: int, act: str) -> nn.Sequential:
     )
 
 
-class ConvMixer(nn.Module):
+class ConvMixer(ImageClassifier):
     """ConvMixer-h/d with width ``dim`` (h), ``depth`` (d), depthwise ``kernel_size`` (k) and ``patch_size`` (p).
 
-    ``num_classes=0`` gives a feature extractor whose forward returns the pooled (B, h) features.
+    ``num_classes=0`` gives a feature extractor whose forward returns the pooled (B, h) features. ``forward``,
+    ``get_classifier`` and ``reset_classifier`` come from :class:`~convmixer.models.classifier.ImageClassifier`.
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class ConvMixer(nn.Module):
         self.stem = patch_embedding(in_chans, dim, patch_size, act)
         self.blocks = nn.Sequential(*[convmixer_layer(dim, kernel_size, act) for _ in range(depth)])
         self.pooling = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = linear_head(dim, num_classes)
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments; ``ConvMixer(**m.config())`` rebuilds the architecture."""
@@ -133,19 +135,6 @@ class ConvMixer(nn.Module):
         """(B, h, N, N) -> (B, h) pooled features if ``pre_logits`` else (B, num_classes) logits."""
         x = self.pooling(x).flatten(1)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh ``num_classes``-way linear layer (0: no head, features out)."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def extra_repr(self) -> str:
         return f"ConvMixer-{self.dim}/{self.depth}, k={self.kernel_size}, p={self.patch_size}, act={self.act}"

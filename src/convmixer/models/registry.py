@@ -2,7 +2,9 @@
 
 A registered entry is a builder plus its default keyword arguments and a :class:`PretrainedCfg`
 saying how its released weights (if any) expect input. Registering a name twice is an error, so a
-name always means one architecture.
+name always means one architecture. :func:`build_registered` builds an entry with fresh weights; loading
+pretrained weights is :func:`convmixer.factory.create_model`'s job (it needs :mod:`convmixer.checkpoint`,
+which sits above this package).
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ import difflib
 import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, UnknownModelError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..data.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import ConfigError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class PretrainedCfg:
 class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
-    kwargs: Mapping[str, Any]  # default builder arguments; create_model's overrides replace them
+    kwargs: Mapping[str, Any]  # default builder arguments; build_registered's overrides replace them
     cfg: PretrainedCfg = field(default_factory=PretrainedCfg)
     family: str = "convmixer"  # "convmixer" or a baseline family ("resnet", "vit", ...)
     description: str = ""
@@ -93,20 +92,17 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
-    """The builder arguments ``create_model(name, **overrides)`` would use."""
+    """The builder arguments ``build_registered(name, **overrides)`` (and ``create_model``) would use."""
     entry = get_model_entry(name)
     return {**entry.kwargs, **overrides}
 
 
-def create_model(name: str, *, pretrained: bool | str | Path = False, **overrides: Any) -> nn.Module:
-    """Build a registered model.
+def build_registered(name: str, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` with freshly initialized weights (no pretrained weights: see
+    :func:`convmixer.factory.create_model`).
 
-    Args:
-        name: a name from :func:`list_models`.
-        pretrained: ``True`` downloads the released weights into the cache; a path or URL loads that file.
-            With a ``num_classes`` override that differs from the weights', the head is left freshly
-            initialized (fine-tuning); every other weight must fit exactly.
-        overrides: builder arguments replacing the registered defaults (``num_classes``, ``in_chans``, ...).
+    ``overrides`` replace the registered builder arguments (``num_classes``, ``in_chans``, ...); one the builder does
+    not take is a :class:`ConfigError`. The model's ``registry_name`` is set to ``name``.
     """
     entry = get_model_entry(name)
     kwargs = {**entry.kwargs, **overrides}
@@ -115,21 +111,4 @@ def create_model(name: str, *, pretrained: bool | str | Path = False, **override
     except TypeError as e:  # an override the builder does not take
         raise ConfigError(f"cannot build {name!r} with {overrides}: {e}") from None
     model.registry_name = name  # lets save_checkpoint record which entry built it
-    if pretrained:
-        _load_pretrained(model, entry, pretrained)
     return model
-
-
-def _load_pretrained(model: nn.Module, entry: ModelEntry, pretrained: bool | str | Path) -> None:
-    from ..checkpoint import fetch_weights, load_checkpoint
-
-    source = entry.cfg.url if pretrained is True else str(pretrained)
-    if not source:
-        raise CheckpointError(f"{entry.name} has no released weights; pass a checkpoint path as pretrained=")
-    path = fetch_weights(source)
-    report = load_checkpoint(model, path, strict=False)
-    head = getattr(model, "head", None)
-    head_keys = {f"head.{k}" for k in head.state_dict()} if isinstance(head, nn.Module) else set()
-    problems = [k for k in report.problem_keys() if k not in head_keys]
-    if problems:
-        raise CheckpointError(f"{path} does not fit {entry.name}: {report.describe(only=problems)}")

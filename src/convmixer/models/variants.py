@@ -6,13 +6,22 @@ official convmixer-cifar10 model and the appendix's p=1 models.
 
 from __future__ import annotations
 
+from ..data.registry import get_dataset_info
 from .convmixer import ConvMixer
 from .registry import PretrainedCfg, register_model
 
 RELEASES = "https://github.com/tmp-iclr/convmixer/releases/download/timm-v1.0/"
-FASHION_MNIST = dict(input_size=(1, 28, 28), crop_pct=1.0, mean=(0.2860,), std=(0.3530,), num_classes=10)
-CIFAR10 = dict(input_size=(3, 32, 32), crop_pct=1.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-               num_classes=10)
+
+
+def _trained_on(dataset: str) -> dict:
+    """PretrainedCfg fields of a model trained on ``dataset`` at its native size: the data registry's facts."""
+    d = get_dataset_info(dataset)
+    return dict(input_size=(d.in_chans, d.image_size, d.image_size), crop_pct=1.0, mean=d.mean, std=d.std,
+                num_classes=d.num_classes)
+
+
+FASHION_MNIST = _trained_on("fashion_mnist")  # (1, 28, 28), 10 classes, mean 0.2860, std 0.3530
+CIFAR10 = _trained_on("cifar10")  # (3, 32, 32), 10 classes
 
 
 def imagenet(weights: str | None = None, top1: float | None = None, top5: float | None = None) -> PretrainedCfg:

@@ -143,23 +143,24 @@ class TrainConfig:
 
     def image_size(self) -> int:
         """The training resolution (px) without loading the data: explicit, else the dataset's native size."""
-        native = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "folder": 224,
-                  "synthetic": self.data.synthetic_image_size}
-        return self.data.image_size or native[self.data.dataset]
+        from ..data.registry import get_dataset_info
+
+        native = get_dataset_info(self.data.dataset).for_config(self.data).image_size  # synthetic: its config's
+        return self.data.image_size or native
 
     def _validate_model_fits_data(self) -> None:
         """Build the model on the meta device (no memory, no compute) to catch bad overrides, and check the
         patch fits the image."""
         import torch
 
-        from ..models import create_model, model_kwargs
+        from ..models import build_registered, model_kwargs
 
         size = self.image_size()
         patch = model_kwargs(self.model.name, **self.model.overrides()).get("patch_size")
         if patch is not None and patch > size:
             raise ConfigError(f"patch size {patch} is larger than the {size}x{size} images of {self.data.dataset}")
         with torch.device("meta"):
-            create_model(self.model.name, **self.model.overrides())
+            build_registered(self.model.name, **self.model.overrides())
 
 
 def _positive(name: str, value: float) -> None:

@@ -2,7 +2,8 @@
 
 Layout (see docs/architecture.md): ``version``, ``model``, ``model_name``, ``model_config``, ``config``,
 ``optimizer``, ``scaler``, ``model_ema`` and ``ema_n_averaged`` (None without EMA), ``rng``, ``progress`` (step,
-epoch, next batch within the epoch, best top-1 and its epoch, elapsed time, images, the epoch's running sums),
+epoch, next batch within the epoch, the best value of the task's primary metric and its epoch, elapsed time,
+images, the epoch's running sums by name: see ``engine.Progress``),
 ``classes``, ``mean``, ``std``, ``image_size``. Only tensors, numbers, strings, lists and dicts, so
 ``torch.load(weights_only=True)`` reads it.
 """
@@ -21,7 +22,7 @@ from ..checkpoint import read_torch_file
 from ..errors import CheckpointError
 from ..io import atomic_write
 
-VERSION = 1
+VERSION = 2  # 2: progress holds `best` and named `epoch_sums` (version 1: `best_top1`, a list)
 
 
 def capture_rng() -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""What the baselines share: argument and input checks, the patch embedding, the two-layer MLP and the head.
+"""What the baselines share: argument and input checks, the patch embedding, the two-layer MLP, the weight init
+and the base of MLP-Mixer and ResMLP.
 
-Every baseline is an :class:`ImageClassifier`, so it offers the same interface as ConvMixer:
-``forward_features``, ``forward_head(x, pre_logits)``, ``reset_classifier``, ``config()`` and ``num_features``.
+Every baseline is a :class:`~convmixer.models.classifier.ImageClassifier`, like ConvMixer, so it offers the same
+interface: ``forward_features``, ``forward_head(x, pre_logits)``, ``reset_classifier``, ``config()`` and
+``num_features``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, InputShapeError
+from ..classifier import ImageClassifier
 
 
 def check_ints(owner: str, *fields: tuple[str, Any, int]) -> None:
@@ -91,10 +94,6 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def linear_head(num_features: int, num_classes: int) -> nn.Module:
-    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-
 def init_transformer_weights(module: nn.Module) -> None:
     """The ViT/DeiT recipe's init for token models: truncated-normal(0.02) linear weights, zero biases."""
     for m in module.modules():
@@ -102,40 +101,6 @@ def init_transformer_weights(module: nn.Module) -> None:
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-class ImageClassifier(nn.Module):
-    """Base of the baselines: ``forward = forward_head(forward_features(x))`` and a resettable linear ``head``.
-
-    Subclasses set ``num_classes``, ``num_features`` and ``head`` and define ``forward_features``,
-    ``forward_head`` and ``config``.
-    """
-
-    num_classes: int
-    num_features: int
-    head: nn.Module
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        raise NotImplementedError
-
-    def config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh ``num_classes``-way linear layer (0: no head, pooled features out)."""
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.head = linear_head(self.num_features, num_classes)
 
 
 class PatchMLPClassifier(ImageClassifier):

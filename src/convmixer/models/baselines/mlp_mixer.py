@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import (Mlp, PatchEmbed, PatchMLPClassifier, check_ints, check_patch_model, init_transformer_weights,
-                     linear_head)
+from ..classifier import linear_head
+from .common import Mlp, PatchEmbed, PatchMLPClassifier, check_ints, check_patch_model, init_transformer_weights
 
 
 class MixerBlock(nn.Module):

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import (Mlp, PatchEmbed, PatchMLPClassifier, check_patch_model, check_positive, init_transformer_weights,
-                     linear_head)
+from ..classifier import linear_head
+from .common import Mlp, PatchEmbed, PatchMLPClassifier, check_patch_model, check_positive, init_transformer_weights
 
 
 class Affine(nn.Module):

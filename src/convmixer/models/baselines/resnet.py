@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .common import ImageClassifier, check_choice, check_image, check_ints, linear_head
+from ..classifier import ImageClassifier, linear_head
+from .common import check_choice, check_image, check_ints
 
 STEMS = ("small", "imagenet")
 SHORTCUTS = ("A", "B")

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .common import (ImageClassifier, Mlp, PatchEmbed, check_choice, check_image, check_patch_model, check_positive,
-                     init_transformer_weights, linear_head)
+from ..classifier import ImageClassifier, linear_head
+from .common import (Mlp, PatchEmbed, check_choice, check_image, check_patch_model, check_positive,
+                     init_transformer_weights)
 
 POOLS = ("token", "avg")
 

@@ -1,9 +1,3 @@
-"""C source of the CPU kernels (compiled on first use by :mod:`convmixer.fast.build`).
-
-Kept as a Python string so it ships inside the wheel without package-data configuration.
-"""
-
-SOURCE = r'''
 /* ConvMixer CPU kernels: channels-last (NHWC) depthwise convolution and fused activation + BatchNorm passes.
  *
  * Every activation tensor is NHWC-contiguous, fp32 (bf == 0) or bfloat16 (bf == 1); parameters, per-channel
@@ -11,12 +5,19 @@ SOURCE = r'''
  * lanes with GCC vector extensions (16 lanes and a few AVX-512 instructions where the compiler targets AVX-512,
  * 8 lanes elsewhere) and split over threads with OpenMP.
  * The depthwise kernels are compiled once per kernel size KS so that their loops unroll completely.
+ *
+ * Built by convmixer/fast/build.py (which hashes this file into the name of the cached library) as
+ *   cc -O3 -std=gnu11 -fPIC -shared -fno-math-errno -Wno-psabi [-march=native] [-fopenmp] [-DKS=k] kernels.c -lm
+ * Without -DKS only the elementwise kernels are built; without -fopenmp everything runs on one thread.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#define OMP(directive) _Pragma(#directive)
+#else
+#define OMP(directive) /* no OpenMP: the loops run on the calling thread */
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -208,7 +209,7 @@ static int nthreads_for(int requested, long items) {
     default: if (bf) call(ACT_SILU, 1, V); else call(ACT_SILU, 0, V);          \
   }
 #define FOR_ROW_CHUNKS(nchunks)                 \
-  _Pragma("omp for schedule(dynamic, 1)")       \
+  OMP(omp for schedule(dynamic, 1))             \
   for (long chunk = 0; chunk < (nchunks); chunk++)
 #define CHUNK_ROWS(M) long r0 = chunk * CHUNK, r1 = r0 + CHUNK < (M) ? r0 + CHUNK : (M);
 
@@ -262,7 +263,7 @@ void cmx_act_affine(const void* in, int act, const float* scale, const float* sh
   (void)nt; /* unused without OpenMP */
   int variant = stats ? EW_STATS : !scale ? EW_ACT : addend ? EW_AFFINE_ADD : EW_AFFINE;
   float* part = stats ? malloc(sizeof(float) * nchunks * 2 * C) : NULL;
-#pragma omp parallel num_threads(nt)
+OMP(omp parallel num_threads(nt))
   {
     vf* acc = part ? aligned_alloc(64, sizeof(vf) * 2 * ncb) : NULL;
     if (acc) memset(acc, 0, sizeof(vf) * 2 * ncb);
@@ -305,7 +306,7 @@ void cmx_act_bn_bwd_reduce(const void* z, const void* dout, int act, double* sum
   int nt = nthreads_for(nthreads, nchunks);
   (void)nt; /* unused without OpenMP */
   float* part = malloc(sizeof(float) * nchunks * 2 * C);
-#pragma omp parallel num_threads(nt)
+OMP(omp parallel num_threads(nt))
   {
     vf* acc = aligned_alloc(64, sizeof(vf) * 2 * ncb);
     memset(acc, 0, sizeof(vf) * 2 * ncb);
@@ -345,7 +346,7 @@ void cmx_act_bn_bwd_apply(const void* z, const void* dout, int act, const float*
   long nchunks = (M + CHUNK - 1) / CHUNK;
   int nt = nthreads_for(nthreads, nchunks);
   (void)nt; /* unused without OpenMP */
-#pragma omp parallel num_threads(nt)
+OMP(omp parallel num_threads(nt))
   FOR_ROW_CHUNKS(nchunks) {
     CHUNK_ROWS(M)
 #define CALL(A, B, V) apply_rows(z, dout, A, ca, cb_, cc, dz, B, r0, r1, C)
@@ -413,13 +414,13 @@ void cmx_dw_fwd(const void* x, const float* w, const float* bias, int flip, int 
         long c = cb * VL + l;
         wall[cb * KK + t][l] = c < C ? w[c * KK + (flip ? KK - 1 - t : t)] : 0.f;
       }
-#pragma omp parallel num_threads(nt)
+OMP(omp parallel num_threads(nt))
   {
     vf* tile = aligned_alloc(64, sizeof(vf) * Hp * Wp);
     vf* zrow = aligned_alloc(64, sizeof(vf) * Wr);
     memset(tile, 0, sizeof(vf) * Hp * Wp);
     /* image-major order: neighbouring items read neighbouring channels, i.e. the rest of the same cache lines */
-#pragma omp for schedule(dynamic, 1)
+OMP(omp for schedule(dynamic, 1))
     for (long it = 0; it < ncb * B; it++) {
       long b = it / ncb, cb = it % ncb, c0 = cb * VL, nc = C - c0 < VL ? C - c0 : VL;
       const vf* wt = wall + cb * KK;
@@ -469,12 +470,12 @@ void cmx_dw_wgrad(const void* x, const void* g, float* gw, float* gb, int bf, lo
   double* part = calloc((size_t)nbg * ncb * slot, sizeof(double));
   int nt = nthreads_for(nthreads, nbg * ncg);
   (void)nt;
-#pragma omp parallel num_threads(nt)
+OMP(omp parallel num_threads(nt))
   {
     vf* tile = aligned_alloc(64, sizeof(vf) * Hp * Wp);
     vf* gt = aligned_alloc(64, sizeof(vf) * H * W);
     memset(tile, 0, sizeof(vf) * Hp * Wp);
-#pragma omp for schedule(dynamic, 1)
+OMP(omp for schedule(dynamic, 1))
     for (long it = 0; it < nbg * ncg; it++) {
       long bg = it / ncg, cg = it % ncg;
       for (long b = bg * WB; b < B && b < (bg + 1) * WB; b++) {
@@ -527,4 +528,3 @@ void cmx_dw_wgrad(const void* x, const void* g, float* gw, float* gb, int bf, lo
   free(part);
 }
 #endif
-'''

@@ -1,0 +1,54 @@
+"""The classifier interface every model here shares: ConvMixer and the baselines are :class:`ImageClassifier`\\ s.
+
+``forward = forward_head(forward_features(x))``, a linear ``head`` over ``num_features`` pooled features that
+``get_classifier`` returns and ``reset_classifier`` replaces, and ``config()`` (the kwargs that rebuild the model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def linear_head(num_features: int, num_classes: int) -> nn.Module:
+    """``Linear(num_features -> num_classes)``; ``num_classes=0`` gives ``Identity`` (pooled features out)."""
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+class ImageClassifier(nn.Module):
+    """Base of every model: ``forward = forward_head(forward_features(x))`` and a resettable linear ``head``.
+
+    Subclasses set ``num_classes``, ``num_features`` and ``head`` (with :func:`linear_head`) and define
+    ``forward_features``, ``forward_head`` and ``config``. The base registers no submodules, so a subclass's
+    state-dict keys are exactly the attributes it assigns.
+    """
+
+    num_classes: int
+    num_features: int
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh ``num_classes``-way linear layer (0: no head, pooled features out)."""
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.head = linear_head(self.num_features, num_classes)
