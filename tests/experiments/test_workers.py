@@ -64,14 +64,14 @@ def test_a_dead_workers_point_goes_to_another_worker_which_resumes_it(write_spec
     spec_ = load_spec(spec)
     survivor = Sweep(spec_, spec_.points(out_dir=out / "tiny"), out / "tiny", heartbeat=1, grace=2, log=lambda m: None)
     resumed = []
-    original = Trainer.__init__
+    original = Trainer.resume.__func__
 
-    def spy(self, cfg, resume=None):
-        resumed.append(resume)
-        original(self, cfg, resume=resume)
+    def spy(cls, run_dir, **kwargs):
+        resumed.append(run_dir)
+        return original(cls, run_dir, **kwargs)
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(Trainer, "__init__", spy)
+        m.setattr(Trainer, "resume", classmethod(spy))
         result = survivor.work()  # waits until the dead worker's heartbeat is 2 s old, then takes the point over
     survivor.close()
     assert result.trained == ["base-s0"] and resumed == [run_dir]
