@@ -149,3 +149,34 @@ def test_max_steps_and_accumulation(tiny_cfg):
     assert summary["test_top1"] == records[0]["eval_top1"] == summary["best_top1"]
     progress = load_state(result.run_dir / "last.pt")["progress"]
     assert progress["images"] == 3 * 2 * 32 and progress["epoch"] == 1 and progress["batch"] == 0
+
+
+def test_every_draw_comes_from_the_one_seeding_scheme(tiny_cfg, monkeypatch):
+    import convmixer.factory as factory
+    from convmixer.data.seeding import derive_seed
+
+    seeds, initial = [], []
+    original_batch, original_build = engine_module.ClassificationTask.batch, factory.build_model
+
+    def batch(self, data, images, labels, generator):
+        seeds.append(generator.initial_seed())
+        return original_batch(self, data, images, labels, generator)
+
+    def build(*args, **kwargs):
+        model = original_build(*args, **kwargs)
+        initial.append(({k: v.clone() for k, v in model.state_dict().items()}, args, kwargs))
+        return model
+
+    monkeypatch.setattr(engine_module.ClassificationTask, "batch", batch)
+    monkeypatch.setattr(factory, "build_model", build)
+    Trainer(tiny_cfg("run.seed=7", "run.max_steps=3")).fit()
+    assert seeds == [derive_seed(7, "augment", 0, i) for i in range(3)]
+    # the initial weights come from torch's global generator seeded with (seed, "init"), and only from it
+    torch.manual_seed(derive_seed(7, "init"))
+    torch.rand(1)  # (a different draw: the weights below must then differ)
+    weights, args, kwargs = initial[0]
+    shifted = original_build(*args, **kwargs)
+    torch.manual_seed(derive_seed(7, "init"))
+    again = original_build(*args, **kwargs)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in weights.items())
+    assert not torch.equal(shifted.state_dict()["head.weight"], weights["head.weight"])

@@ -42,10 +42,10 @@ def _label(targets, classes: list[str], k: int = 2) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    import torch
     from matplotlib.figure import Figure
 
     from ..data import DataConfig, augment_preset, build_data, denormalize
+    from ..data.seeding import generator
     from ..errors import ConfigError
     from ..io import atomic_write
 
@@ -59,8 +59,8 @@ def run_show(args: argparse.Namespace) -> int:
                       image_size=args.image_size, batch_size=args.num, eval_batch_size=args.num, workers=0).validate()
     dm = build_data(data, aug, device="cpu", seed=args.seed)
     images, labels = next(dm.train_loader.iterate(0))
-    g = torch.Generator().manual_seed(args.seed)
-    augmented, targets = dm.augment(images, labels, g)
+    # the draws of training step 0 on rank 0 with this seed: the picture shows what training sees first
+    augmented, targets = dm.augment(images, labels, generator(args.seed, "augment", 0, 0))
     shown = denormalize(augmented, dm.mean, dm.std)
 
     cols = min(args.num, 8)

@@ -24,6 +24,7 @@ from ..errors import DataError
 from ..io import cache_dir
 from .download import MIRROR_ENV, ChecksumError, DownloadError, download_file
 from .registry import get_dataset_info
+from .seeding import generator
 
 if TYPE_CHECKING:
     from .config import DataConfig
@@ -235,10 +236,9 @@ def make_synthetic(n: int, *, num_classes: int = 10, chans: int = 3, size: int =
     """Learnable random data: each class is a smooth random template; an image is its class's template, randomly
     shifted by up to size/8 px, plus noise. The templates depend on ``seed`` only, the samples on ``split`` too,
     so train and eval share classes but not images."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(num_classes, chans, 4, 4, generator=g)
+    low = torch.rand(num_classes, chans, 4, 4, generator=generator(seed, "synthetic-templates"))
     templates = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
-    g.manual_seed(seed * 1000 + (0 if split == "train" else 1) + 1)
+    g = generator(seed, "synthetic-samples", split)
     labels = torch.randint(num_classes, (n,), generator=g)
     shift = size // 8
     dy, dx = torch.randint(-shift, shift + 1, (2, n, 1), generator=g)

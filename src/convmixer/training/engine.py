@@ -5,7 +5,7 @@
     for each epoch:
         for each optimizer step, a group of `accum_steps` micro-batches (uint8 images from the loader):
             for each micro-batch:
-                x, targets = task.batch(images, labels, generator(seed, rank, micro-batch index))   on device
+                x, targets = task.batch(images, labels, generator(seed, "augment", rank, micro-batch index))   on device
                 with autocast: loss = task.loss(model(x), targets); scaler.scale(loss / accum_steps).backward()
             lr = schedule(step); clip grad norm; AdamW step (not taken on non-finite gradients); EMA update
             sum the step's statistics over ranks; stop on a non-finite loss or gradients, a signal or max_steps
@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..data.seeding import derive_seed, generator
 from ..errors import ConvMixerError
 from .config import TrainConfig, dump_yaml
 from .console import Console
@@ -58,12 +58,6 @@ MicroBatch = tuple[int, torch.Tensor, torch.Tensor]  # (index within the epoch, 
 
 class NonFiniteLossError(ConvMixerError):
     """The loss or the gradients became NaN or infinite; the last good checkpoint is kept."""
-
-
-def step_generator(device: torch.device, seed: int, rank: int, index: int) -> torch.Generator:
-    """A fresh generator for micro-batch ``index``: augmentation draws are a pure function of the step."""
-    mixed = int(np.random.SeedSequence([seed, rank, index]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
-    return torch.Generator(device=device).manual_seed(mixed)
 
 
 @dataclass
@@ -181,7 +175,7 @@ class Trainer:
         from ..fast import FastOptions, apply_plan, maybe_compile, plan_execution
 
         cfg, device = self.cfg, self.device
-        torch.manual_seed(cfg.run.seed)
+        torch.manual_seed(derive_seed(cfg.run.seed, "init"))  # the model's initial weights
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
         self.data = build_data(cfg.data, cfg.aug, device=device, seed=cfg.run.seed, rank=self.dist.rank,
@@ -294,7 +288,7 @@ class Trainer:
         for j, (i, images, labels) in enumerate(batches):
             index = p.epoch * self.steps_per_epoch * accum + i
             x, targets = self.task.batch(self.data, images, labels,
-                                         step_generator(self.device, cfg.run.seed, self.dist.rank, index))
+                                         generator(cfg.run.seed, "augment", self.dist.rank, index, device=self.device))
             sync = contextlib.nullcontext()
             if self.dist.enabled and j < accum - 1:
                 sync = self.train_model.no_sync()  # all-reduce gradients once per optimizer step
