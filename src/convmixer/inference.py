@@ -31,6 +31,7 @@ class LoadedModel:
     classes: list[str] | None  # class names: recorded in the checkpoint, or the ImageNet names of released weights
     dataset: str | None  # the dataset it was trained on, when recorded
     data_config: dict | None = None  # the training run's DataConfig fields, when recorded
+    test_flip: bool = False  # the run evaluated with test-time flip (aug.test_flip), so eval reproduces it
 
 
 def load_for_inference(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False) -> LoadedModel:
@@ -63,4 +64,5 @@ def load_for_inference(path: str | os.PathLike, model_name: str | None = None, u
 
         classes = imagenet_classes()
     return LoadedModel(model, name, num_classes, in_chans, image_size, mean, std, crop_pct, interpolation, classes,
-                       data_cfg.get("dataset"), data_cfg or None)
+                       data_cfg.get("dataset"), data_cfg or None,
+                       bool((train_cfg.get("aug") or {}).get("test_flip", False)))

@@ -85,6 +85,21 @@ def test_train_eval_predict_end_to_end(trained, tmp_path):
     assert proc.returncode == 2 and "no image could be read" in proc.stderr
 
 
+def test_eval_does_test_time_flip_as_the_run_did(tmp_path):
+    out = tmp_path / "runs"
+    proc = cli("train", *SETS, "--set", "aug.test_flip=true", "--set", "run.max_steps=4", "--out-dir", str(out),
+               "--name", "f", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reported = json.loads((out / "f" / "summary.json").read_text())["test_top1"]
+    for flags, flip in (([], True), (["--no-test-flip"], False), (["--test-flip"], True)):
+        proc = cli("eval", "--checkpoint", str(out / "f" / "last.pt"), "--out", str(tmp_path / "e"), *flags)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads((tmp_path / "e" / "eval.json").read_text())
+        assert report["test_flip"] is flip
+        if flip:
+            assert report["top1"] == pytest.approx(reported, abs=1e-6)
+
+
 def test_eval_errors(trained, tmp_path):
     proc = cli("eval", "--checkpoint", str(tmp_path / "missing.pt"))
     assert proc.returncode == 2 and "not found" in proc.stderr

@@ -121,3 +121,36 @@ def test_get_task():
     assert isinstance(get_task(), ClassificationTask) and get_task() is not get_task()
     with pytest.raises(ConfigError, match="unknown task 'segmentation'; choose one of classification"):
         get_task("segmentation")
+
+
+def test_test_flip_evaluates_the_mean_logits_of_each_image_and_its_mirror():
+    from convmixer.data.config import no_augment
+    from convmixer.training.tasks.classification import FlipAverage
+
+    # logits = the image's one row, left to right, times (1, 1, 1, 1.5): the mirror reverses the row
+    images = torch.tensor([[[[0.0, 1, 0, 9]]], [[[4.0, 0, 0, 2]]]])  # (2, 1, 1, 4), 4 classes
+    labels = torch.tensor([3, 3])
+
+    class Weighted(Logits):
+        def forward(self, x):
+            return super().forward(x.flatten(1)) * torch.tensor([1.0, 1, 1, 1.5])
+
+    model = Weighted()
+
+    class Loader:
+        def __len__(self):
+            return 1
+
+        def iterate(self):
+            return iter([(images, labels)])
+
+    def data(flip):
+        return SimpleNamespace(eval_loader=Loader(), num_classes=4, augment=SimpleNamespace(cfg=no_augment(test_flip=flip)))
+
+    task = ClassificationTask()
+    plain = task.evaluate(model, data(False), prepare=lambda x: x)
+    flipped = task.evaluate(model, data(True), prepare=lambda x: x)
+    assert plain.top1 == 50.0  # image 2's logits (4, 0, 0, 3): class 0
+    assert flipped.top1 == 100.0  # averaged with its mirror's (2, 0, 0, 6): (3, 0, 0, 4.5), class 3
+    expected = (model(images) + model(images.flip(-1))) / 2
+    assert torch.equal(FlipAverage(model)(images), expected)

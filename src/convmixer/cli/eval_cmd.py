@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights stored in the checkpoint")
     p.add_argument("--plain", action="store_true", help="force the straightforward execution path")
+    p.add_argument("--test-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the logits of each image and its mirror (default: as the run did, aug.test_flip)")
     p.add_argument("--out", help="directory for eval.json and confusion.png (default: beside the checkpoint)")
     p.set_defaults(func=run)
 
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("folder data needs --data-root (root/val/<class>/*)")
     known = set(DataConfig.__dataclass_fields__)
     data_cfg = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in base.items() if k in known})
-    data = build_data(data_cfg.validate(), no_augment(), device=device, seed=0, train=False)
+    test_flip = info.test_flip if args.test_flip is None else args.test_flip
+    data = build_data(data_cfg.validate(), no_augment(test_flip=test_flip), device=device, seed=0, train=False)
     if data.num_classes != info.num_classes:
         raise ConfigError(f"the model predicts {info.num_classes} classes but {dataset} has {data.num_classes}")
     if data.in_chans != info.in_chans:
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     classes = list(data.classes)
     report = {"checkpoint": str(args.checkpoint), "dataset": dataset, **task.eval_report(result, classes),
-              "execution": plan.describe()}
+              "test_flip": test_flip, "execution": plan.describe()}
     with atomic_write(out / "eval.json", "w") as f:
         json.dump(report, f, indent=2)
     written = task.write_eval_outputs(result, classes, out, f"{Path(args.checkpoint).name} on {dataset}")

@@ -114,6 +114,7 @@ class AugmentConfig:
     erase_count: int = 1  # at most this many boxes per image (count drawn uniformly in 1..erase_count)
     erase_area: tuple[float, float] = (0.02, 1 / 3)  # erased area as a fraction of the image, split over boxes
     erase_aspect: tuple[float, float] = (0.3, 1 / 0.3)  # erased box aspect ratio h/w, sampled log-uniformly
+    test_flip: bool = False  # test-time augmentation: evaluate the mean logits of each image and its mirror (2x cost)
 
     @property
     def mixing(self) -> bool:

@@ -26,7 +26,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ..io import atomic_write, cache_dir
-from .hardware import cpu_flags, cpu_name
+from .hardware import cpu_flags, cpu_name, isa_cap
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -75,8 +75,8 @@ def compiler() -> str | None:
 
 def _flag_sets() -> list[list[str]]:
     base = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-Wno-psabi"]
-    sets = [base + ["-march=native", "-fopenmp"], base + ["-fopenmp"], base]
-    return sets
+    march = ["-march=native"] + (["-mno-avx512f"] if isa_cap() == "avx2" else [])  # no AVX-512 subset without F
+    return [base + march + ["-fopenmp"], base + ["-fopenmp"], base]
 
 
 def _key(source: str, cc: str, flags: list[str], kernel_size: int) -> str:
@@ -116,6 +116,7 @@ def _open(path: str) -> ctypes.CDLL:
             continue  # the elementwise-only library has no depthwise kernels
         fn.argtypes = argtypes
         fn.restype = None
+    lib.cmx_lanes.argtypes, lib.cmx_lanes.restype = [], ctypes.c_int
     return lib
 
 
@@ -164,6 +165,12 @@ def load_kernels(kernel_size: int = 0) -> ctypes.CDLL | None:
 
 def available(kernel_size: int = 0) -> bool:
     return load_kernels(kernel_size) is not None
+
+
+def lanes(kernel_size: int = 0) -> int | None:
+    """fp32 lanes per vector of the built kernels (16 with AVX-512, 8 otherwise); None without kernels."""
+    lib = load_kernels(kernel_size)
+    return int(lib.cmx_lanes()) if lib is not None else None
 
 
 def build_error(kernel_size: int = 0) -> str | None:

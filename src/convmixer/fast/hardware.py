@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 
@@ -34,10 +35,31 @@ def _cpuinfo(*keys: str) -> str | None:
     return None
 
 
+# Set to "avx2" to run as on a CPU without AVX-512, AMX or native bf16: the planner then sees no such flags and
+# the own kernels are built for 8 fp32 lanes. With oneDNN's and ATen's own caps (ONEDNN_MAX_CPU_ISA=AVX2,
+# ATEN_CPU_CAPABILITY=avx2, set before torch is imported) this emulates an AVX2 machine on an AVX-512 one.
+ISA_ENV = "CONVMIXER_CPU_ISA"
+_ABOVE_AVX2 = ("avx512", "amx", "avx_vnni", "avx10")  # flag prefixes an AVX2 cap hides
+
+
+def isa_cap() -> str | None:
+    """The ISA cap from ``$CONVMIXER_CPU_ISA`` ("avx2"), or None (the CPU as it is)."""
+    value = os.environ.get(ISA_ENV, "").strip().lower()
+    if value in ("", "native"):
+        return None
+    if value != "avx2":
+        raise ValueError(f"{ISA_ENV} must be avx2 or native, got {value!r}")
+    return value
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is no such file)."""
-    return frozenset((_cpuinfo("flags", "Features") or "").split())
+    """The CPU feature flags from /proc/cpuinfo (empty where there is no such file), less those above the
+    :func:`isa_cap`."""
+    flags = frozenset((_cpuinfo("flags", "Features") or "").split())
+    if isa_cap() == "avx2":
+        flags = frozenset(f for f in flags if not f.startswith(_ABOVE_AVX2))
+    return flags
 
 
 @functools.lru_cache(maxsize=1)

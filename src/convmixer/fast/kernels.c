@@ -36,6 +36,9 @@ typedef uint16_t vhu __attribute__((vector_size(VL * 2), aligned(2)));
 
 enum { ACT_NONE = 0, ACT_GELU = 1, ACT_RELU = 2, ACT_SILU = 3 };
 
+/* fp32 lanes per vector this build uses (16 with AVX-512, else 8): benchmarks record it */
+int cmx_lanes(void) { return VL; }
+
 /* ---------------------------------------------------------------------------------------------------------
  * loads and stores: fp32 or bf16 memory, fp32 registers; nc < VL touches only the first nc lanes
  * ------------------------------------------------------------------------------------------------------- */

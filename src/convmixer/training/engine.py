@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -122,7 +122,8 @@ class Trainer:
     else: the run directory, the process group and the data are set up by :meth:`fit`."""
 
     def __init__(self, cfg: TrainConfig, *, task: Task | None = None, run_dir: Path | None = None,
-                 resume_state: dict[str, Any] | None = None) -> None:
+                 resume_state: dict[str, Any] | None = None,
+                 on_step: Callable[[Trainer], None] | None = None) -> None:
         cfg.validate()  # the one check of a config on its way in (CLI, API and resume all come here)
         self.started = time.monotonic()
         self.cfg = cfg
@@ -131,6 +132,9 @@ class Trainer:
         self.main = self.dist.is_main
         self.run_dir = run_dir  # set by resume(); otherwise chosen when the run opens
         self.resume_state = resume_state  # the checkpoint to continue from (resume(), or an elastic restart)
+        # called after every optimizer step (e.g. benchmarks/bench_tta.py evaluates there); its time is not
+        # counted in the run's training time
+        self.on_step = on_step
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, task: Task | None = None) -> Trainer:
@@ -251,6 +255,9 @@ class Trainer:
                     if stopped_by is not None:
                         break
                     self._timed_checkpoint()
+                    if self.on_step is not None:
+                        self.on_step(self)
+                        self._clock = time.monotonic()
                 self.console.end_epoch()
                 if stopped_by in ("SIGINT", "SIGTERM"):
                     break
@@ -378,7 +385,7 @@ class Trainer:
             record.update(self.task.train_metrics(p.epoch_sums))
         improved = False
         if (p.epoch + 1) % cfg.run.eval_every == 0 or p.epoch + 1 == cfg.schedule.epochs or self._reached_max_steps():
-            record.update(self._evaluate())
+            record.update(self.evaluate())
             value = record[f"eval_{self.task.primary}"]
             if p.best is None or value > p.best:
                 p.best, p.best_epoch, improved = value, p.epoch + 1, True
@@ -393,7 +400,7 @@ class Trainer:
         self._save("last.pt", *(("best.pt",) if improved else ()))
         self._last_save = time.monotonic()
 
-    def _evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float]:
         """The task's eval metrics of the model (``eval_*``) and of its EMA (``eval_ema_*``)."""
         prepare = lambda images: self.plan.prepare_input(self.data.normalize(images))  # noqa: E731
         metrics = self.task.evaluate(self.model, self.data, prepare, autocast=self.plan.autocast(),

@@ -41,6 +41,17 @@ class EvalResult:
         return {f"{prefix}_loss": self.loss, f"{prefix}_top1": self.top1, f"{prefix}_top5": self.top5}
 
 
+class FlipAverage(nn.Module):
+    """Test-time augmentation: the mean of the logits (B, K) of images (B, C, H, W) and of their mirrors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.model(x) + self.model(x.flip(-1))) / 2
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -147,7 +158,10 @@ class ClassificationTask(Task):
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, data, prepare, *, autocast=None, progress: bool = False) -> EvalResult:
+        """``model``'s metrics on ``data``'s eval split; with ``aug.test_flip`` its mirror-averaged logits."""
         loader = data.eval_loader
+        if data.augment.cfg.test_flip:
+            model = FlipAverage(model)
         return evaluate(model, loader.iterate(), prepare, data.num_classes, autocast, progress=progress,
                         total=len(loader))
 

@@ -1,0 +1,100 @@
+"""Time to accuracy of one training recipe: train it, and at fixed points evaluate the whole test set outside
+the timed loop, so the curve says how many images and how many seconds of training a test accuracy costs.
+
+    python -m convmixer.experiments.tta --config fmnist --set schedule.epochs=3 --eval-every 15000 --json out.json
+
+``benchmarks/bench_tta.py`` runs this once per recipe and seed in a fresh process (so oneDNN's and ATen's ISA
+caps can be set before torch is imported) and compares recipes side by side. At each point it evaluates the
+model, the model with test-time horizontal flip (the logits of an image and its mirror averaged), and the same two
+for the EMA of the weights when the recipe keeps one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..bench.machine import gemm_gflops, machine
+
+
+def first_reach(points: list[dict[str, Any]], metric: str, target: float) -> dict[str, Any] | None:
+    """The first point whose ``metric`` is at least ``target`` (%): its images and training seconds."""
+    for point in points:
+        value = point["metrics"].get(metric)
+        if value is not None and value >= target:
+            return {"images": point["images"], "train_s": point["train_s"], "epoch": point["epoch"], "top1": value}
+    return None
+
+
+def run_recipe(config: str, overrides: list[str], *, eval_every: int, out_dir: Path,
+               log=print) -> dict[str, Any]:
+    """Train ``config`` with ``overrides`` and evaluate every ``eval_every`` training images (and at the end).
+
+    Returns {"points": [{"images", "train_s", "epoch", "metrics": {name: top-1 %}}], "summary", "plan"}; the
+    metric names are ``model``, ``model_flip`` and, with an EMA, ``ema`` and ``ema_flip``.
+    """
+    from ..training.config import load_config
+    from ..training.engine import Trainer
+    from ..training.tasks.classification import FlipAverage, evaluate
+
+    cfg = load_config(config, [*overrides, f"run.out_dir={out_dir}", "run.name=tta", "run.progress=false",
+                               "run.tensorboard=false", "run.checkpoint_minutes=0", "run.eval_every=1000000"])
+    points: list[dict[str, Any]] = []
+    started = time.monotonic()
+
+    def measure(trainer: Trainer) -> None:
+        p, data = trainer.progress, trainer.data
+
+        def prepare(images):
+            return trainer.plan.prepare_input(data.normalize(images))
+
+        models = {"model": trainer.model}
+        if trainer.ema is not None:
+            models["ema"] = trainer.ema.module
+        metrics = {}
+        for name, model in models.items():
+            for suffix, wrapped in (("", model), ("_flip", FlipAverage(model))):
+                result = evaluate(wrapped, data.eval_loader.iterate(), prepare, data.num_classes,
+                                  trainer.plan.autocast())
+                metrics[name + suffix] = round(result.top1, 2)
+        epoch = p.epoch + p.batch / max(len(data.train_loader), 1)
+        points.append({"images": p.images, "train_s": round(p.elapsed, 2), "epoch": round(epoch, 3),
+                       "metrics": metrics})
+        log(f"  {p.images:>8,} images  {p.elapsed:7.1f} s  "
+            + "  ".join(f"{k} {v:.2f}%" for k, v in metrics.items()))
+
+    def on_step(trainer: Trainer) -> None:
+        if trainer.progress.images >= (len(points) + 1) * eval_every:
+            measure(trainer)
+
+    trainer = Trainer(cfg, on_step=on_step)
+    result = trainer.fit()
+    if not points or points[-1]["images"] != trainer.progress.images:
+        measure(trainer)  # the end of the run (the last step of the schedule or run.max_steps)
+    return {"config": config, "overrides": overrides, "points": points, "summary": result.summary,
+            "plan": result.summary.get("execution"), "command_s": round(time.monotonic() - started, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m convmixer.experiments.tta", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="fmnist", help="config name or YAML path (default fmnist)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--eval-every", type=int, default=30000, help="evaluate every N training images (default 30000)")
+    ap.add_argument("--json", required=True, help="where to write the result")
+    args = ap.parse_args(argv)
+    before = gemm_gflops()
+    with tempfile.TemporaryDirectory(prefix="convmixer-tta-") as tmp:
+        result = run_recipe(args.config, args.set, eval_every=args.eval_every, out_dir=Path(tmp),
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
+    result.update(machine=machine(), gemm_gflops={"before": round(before, 1), "after": round(gemm_gflops(), 1)})
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from convmixer.experiments.tta import first_reach, main, run_recipe
+from convmixer.training.engine import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "model.name=convmixer_256_8_ks5_p2", "model.dim=16", "model.depth=2", "model.kernel_size=3", "model.patch_size=4",
+    "data.dataset=synthetic", "data.synthetic_size=256", "data.synthetic_eval_size=64", "data.synthetic_image_size=16",
+    "data.synthetic_chans=1", "data.synthetic_classes=4", "data.batch_size=32", "data.eval_batch_size=64",
+    "schedule.epochs=2", "optim.lr=0.005", "run.plain=true",
+]
+
+
+def test_points_are_taken_at_fixed_image_counts_outside_the_timed_loop(tmp_path, monkeypatch):
+    evaluations = []
+    original = Trainer.evaluate
+
+    def spy(self):
+        evaluations.append(self.progress.images)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", spy)
+    result = run_recipe("fmnist", [*TINY, "run.ema_decay=0.9"], eval_every=100, out_dir=tmp_path, log=lambda m: None)
+    points = result["points"]
+    # 16 steps of 32 images: a point every 100 images (at the first step past it) and one at the end
+    assert [p["images"] for p in points] == [128, 224, 320, 416, 512]
+    assert set(points[0]["metrics"]) == {"model", "model_flip", "ema", "ema_flip"}
+    assert all(0 <= v <= 100 for p in points for v in p["metrics"].values())
+    times = [p["train_s"] for p in points]
+    assert times == sorted(times) and times[-1] <= result["summary"]["wall_time_s"] + 0.05
+    assert evaluations == [512]  # the engine evaluated only once, after the last epoch (run.eval_every is off)
+    assert result["summary"]["test_top1"] == pytest.approx(points[-1]["metrics"]["model"], abs=0.01)
+
+
+def test_first_reach():
+    points = [{"images": i, "train_s": i / 10, "epoch": i / 100, "metrics": {"model": acc}}
+              for i, acc in ((100, 80.0), (200, 93.0), (300, 92.0), (400, 94.5))]
+    assert first_reach(points, "model", 93.0)["images"] == 200
+    assert first_reach(points, "model", 94.0)["train_s"] == 40.0
+    assert first_reach(points, "model", 95.0) is None
+
+
+def test_the_benchmark_compares_recipes_in_alternating_order(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_tta", ROOT / "benchmarks" / "bench_tta.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    a, b = bench.parse_recipe("a: fmnist x=1"), bench.parse_recipe("b: fmnist_v1")
+    assert a == {"label": "a", "config": "fmnist", "overrides": ["x=1"]}
+    assert [(r["label"], s) for r, s in bench.order([a, b], [0, 1, 2])] == \
+        [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    with pytest.raises(SystemExit, match="LABEL: CONFIG"):
+        bench.parse_recipe("fmnist")
+    out = tmp_path / "r.json"
+    recipe = "tiny: fmnist " + " ".join(TINY)
+    assert bench.main(["--recipe", recipe, "--recipe", recipe.replace("tiny", "fast") + " optim.lr=0.02",
+                       "--eval-every", "256", "--targets", "50", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["label"] for r in report["runs"]] == ["tiny", "fast"] and out.with_suffix(".png").is_file()
+    assert report["machine"]["cpu"] and report["runs"][0]["metric"] == "model"
+    row = report["summary"][0]
+    assert row["reached_50.0"] in ("0/1", "1/1") and row["final_mean"] == report["runs"][0]["final"]
+
+
+def test_main_writes_json(tmp_path):
+    out = tmp_path / "one.json"
+    assert main(["--config", "fmnist", "--set", *TINY, "run.max_steps=3", "--eval-every", "1000",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [p["images"] for p in result["points"]] == [96]
+    assert result["gemm_gflops"]["before"] > 0 and result["machine"]["kernel_lanes"] in (None, 8, 16)
