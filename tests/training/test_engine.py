@@ -180,3 +180,24 @@ def test_every_draw_comes_from_the_one_seeding_scheme(tiny_cfg, monkeypatch):
     again = original_build(*args, **kwargs)
     assert all(torch.equal(again.state_dict()[k], v) for k, v in weights.items())
     assert not torch.equal(shifted.state_dict()["head.weight"], weights["head.weight"])
+
+
+def test_the_eta_counts_the_steps_and_the_evaluations_left(tiny_cfg):
+    from types import SimpleNamespace
+
+    from convmixer.training.engine import Progress
+
+    trainer = Trainer(tiny_cfg("schedule.epochs=4", "run.eval_every=2"))
+    loader = SimpleNamespace(batch_size=32)
+    trainer.data = SimpleNamespace(train_loader=loader, eval_loader=SimpleNamespace(dataset_size=960))
+    trainer.steps_per_epoch, trainer.total_steps = 8, 32
+    trainer.progress = Progress(step=4, epoch=0)
+    trainer._epoch_end_s = None
+    # 28 steps x 32 images at 320 img/s = 2.8 s; evaluations after epochs 2 and 4, each 960 images at 3 x 320/s
+    assert trainer._remaining_seconds(320.0) == pytest.approx(2.8 + 2 * 1.0)
+    trainer._epoch_end_s = 5.0  # measured: the last epoch end took 5 s
+    trainer.progress = Progress(step=20, epoch=2)
+    assert trainer._remaining_seconds(320.0) == pytest.approx(12 * 32 / 320 + 5.0)
+    trainer.cfg.run.max_steps = 12  # ends in epoch 2, which then evaluates
+    trainer.progress = Progress(step=4, epoch=0)
+    assert trainer._remaining_seconds(320.0) == pytest.approx(8 * 32 / 320 + 5.0)

@@ -244,6 +244,7 @@ class Trainer:
                               world_size=self.dist.world_size, plan=self.plan.describe(), run_dir=self.run_dir)
         stopped_by = None
         self._last_save = time.monotonic()
+        self._epoch_end_s: float | None = None  # what the last epoch end (evaluation, checkpoints) took
         with StopRequest() as stop:
             while p.epoch < cfg.schedule.epochs and not self._reached_max_steps():
                 self._clock = time.monotonic()
@@ -261,7 +262,9 @@ class Trainer:
                 self.console.end_epoch()
                 if stopped_by in ("SIGINT", "SIGTERM"):
                     break
+                started = time.monotonic()
                 self._end_epoch()
+                self._epoch_end_s = time.monotonic() - started
         if stopped_by in ("SIGINT", "SIGTERM"):
             self._save("last.pt")
             self.console.stopped(stopped_by, p.step, self.run_dir / "last.pt", self.run_dir)
@@ -354,9 +357,28 @@ class Trainer:
         p.elapsed += now - self._clock
         self._clock = now
         rate = p.images / max(p.elapsed, 1e-9)
-        remaining = (self.total_steps - p.step) * self.data.train_loader.batch_size * self.cfg.optim.accum_steps \
-            * self.dist.world_size / max(rate, 1e-9)
-        self.console.step(p.epoch_sums, rate, remaining)
+        self.console.step(p.epoch_sums, rate, self._remaining_seconds(rate))
+
+    def _remaining_seconds(self, rate: float) -> float:
+        """The run's ETA: the training steps left at ``rate`` images/s, plus the epoch ends left (evaluation and
+        checkpoints) at the measured cost of the last one, or, before any, evaluation at three times the
+        training rate (a forward pass costs about a third of a training step)."""
+        cfg, p = self.cfg, self.progress
+        last = self.max_step()
+        per_step = self.data.train_loader.batch_size * cfg.optim.accum_steps * self.dist.world_size
+        train = (last - p.step) * per_step / max(rate, 1e-9)
+        last_epoch = min(cfg.schedule.epochs, -(-last // self.steps_per_epoch))
+        evals = sum(1 for e in range(p.epoch + 1, last_epoch + 1) if e % cfg.run.eval_every == 0 or e == last_epoch)
+        if self._epoch_end_s is not None:
+            per_eval = self._epoch_end_s
+        else:
+            per_eval = self.data.eval_loader.dataset_size / max(3 * rate, 1e-9)
+        return train + evals * per_eval
+
+    def max_step(self) -> int:
+        """The step the run ends at: the schedule's last, or ``run.max_steps`` when that comes first."""
+        limit = self.cfg.run.max_steps
+        return self.total_steps if limit is None else min(self.total_steps, limit)
 
     def _stop_reason(self, sums: dict[str, float], stop: StopRequest) -> str | None:
         """Why the epoch's loop ends after this step: "SIGINT"/"SIGTERM" (any rank), "max_steps", or None."""
