@@ -42,6 +42,7 @@ class ModelConfig:
     act: str | None = None  # override the activation: gelu | relu | silu
     pretrained: str | None = None  # weights to start from (path or URL); a different head is re-initialized
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (batch statistics of the global batch)
+    init: str = ""  # extra initialization of a new run, comma-separated: whiten (stem from patch PCA), zero_residual
 
     def overrides(self) -> dict[str, Any]:
         """The builder overrides set in this config (architecture fields that are not None)."""
@@ -109,7 +110,10 @@ class TrainConfig:
         """Check every value and the combinations; raise :class:`ConfigError` on the first problem."""
         from ..models import get_model_entry
 
+        from .init import parse_inits
+
         get_model_entry(self.model.name)  # unknown model: error with close matches
+        parse_inits(self.model.init)
         self.data.validate()
         self.aug.validate()
         self._validate_model_fits_data()

@@ -187,6 +187,8 @@ class Trainer:
         self.model = build_model(cfg.model.name, in_chans=self.data.in_chans, num_classes=self.data.num_classes,
                                  image_size=self.data.image_size, pretrained=cfg.model.pretrained or False,
                                  **cfg.model.overrides()).to(device)
+        if cfg.model.init and self.resume_state is None:
+            self._initialize()
         if cfg.model.sync_bn and self.dist.enabled:
             self.model = convert_sync_batchnorm(self.model, device)
         loader = self.data.train_loader
@@ -219,6 +221,23 @@ class Trainer:
             self._restore(self.resume_state)
             self.resume_state = None
         self.console = Console(self.main, cfg.run.progress, self.task, cfg.schedule.epochs, self.steps_per_epoch)
+
+    def _initialize(self) -> None:
+        """``model.init`` on the new model, from this rank's first images of epoch 0 (under DDP the wrapper then
+        broadcasts rank 0's weights, so every rank starts alike)."""
+        from .init import apply_inits, parse_inits
+
+        names = parse_inits(self.cfg.model.init)
+        images = None
+        if "whiten" in names:
+            batches, n = [], 0
+            for batch, _ in self.data.train_loader.iterate(0):
+                batches.append(self.data.normalize(batch).cpu())
+                n += len(batch)
+                if n >= 5000:  # airbench's sample: enough for a (C p^2)-dimensional covariance
+                    break
+            images = torch.cat(batches)
+        apply_inits(self.model, names, images)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
