@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from convmixer.bench import BenchConfig, format_table, run_bench
+from convmixer.bench.machine import ISA_FLAGS
 from convmixer.fast.allocator import tune_malloc
 from convmixer.fast.hardware import cpu_family, cpu_flags, cpu_name
 from convmixer.io import atomic_write
@@ -55,7 +56,6 @@ ABLATION = {  # one idea at a time on the training target (kernel / memory forma
 }
 
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16")  # what decides the CPU kernels
 
 
 def command(cfg: dict) -> str:

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from convmixer.experiments.tta import first_reach
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ISA_ENV = {"avx2": {"CONVMIXER_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
            "native": {}}
@@ -76,13 +78,6 @@ def default_metric(result: dict) -> str:
                result["overrides"])
     base = "ema" if "ema" in result["points"][-1]["metrics"] else "model"
     return base + ("_flip" if flip else "")
-
-
-def first_reach(points: list[dict], metric: str, target: float) -> dict | None:
-    for point in points:
-        if point["metrics"][metric] >= target:
-            return {"images": point["images"], "train_s": point["train_s"], "epoch": point["epoch"]}
-    return None
 
 
 def summarize(runs: list[dict], targets: list[float]) -> list[dict]:

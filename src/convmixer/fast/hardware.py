@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -48,7 +50,7 @@ def isa_cap() -> str | None:
     if value in ("", "native"):
         return None
     if value != "avx2":
-        raise ValueError(f"{ISA_ENV} must be avx2 or native, got {value!r}")
+        raise ConfigError(f"{ISA_ENV} must be avx2 or native, got {value!r}")
     return value
 
 

@@ -383,7 +383,7 @@ class Trainer:
         checkpoints) at the measured cost of the last one, or, before any, evaluation at three times the
         training rate (a forward pass costs about a third of a training step)."""
         cfg, p = self.cfg, self.progress
-        last = self.max_step()
+        last = self._last_step()
         per_step = self.data.train_loader.batch_size * cfg.optim.accum_steps * self.dist.world_size
         train = (last - p.step) * per_step / max(rate, 1e-9)
         last_epoch = min(cfg.schedule.epochs, -(-last // self.steps_per_epoch))
@@ -394,7 +394,7 @@ class Trainer:
             per_eval = self.data.eval_loader.dataset_size / max(3 * rate, 1e-9)
         return train + evals * per_eval
 
-    def max_step(self) -> int:
+    def _last_step(self) -> int:
         """The step the run ends at: the schedule's last, or ``run.max_steps`` when that comes first."""
         limit = self.cfg.run.max_steps
         return self.total_steps if limit is None else min(self.total_steps, limit)
