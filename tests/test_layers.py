@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("factory", "fast"),  # registry + weights -> models (create_model, build_model); the fast execution path
     ("convmixer", "inference", "training"),  # the package facade; loading for inference; training
     ("export",),  # ONNX / TorchScript, the folded inference model
-    ("bench",),  # `convmixer bench`: measures the fast path and the exports
+    ("bench", "serve"),  # `convmixer bench`: measures the fast path and the exports; `convmixer serve`: HTTP
     ("experiments",),  # sweeps over training runs
     ("cli",),  # one module per subcommand
     ("__main__",),  # python -m convmixer
@@ -49,8 +49,10 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"models", "checkpoint", "data", "factory", "fast"},
     "export": {"convmixer", "models", "fast", "inference"},  # convmixer: __version__ for the export metadata
     "bench": {"models", "checkpoint", "factory", "fast", "export"},
+    "serve": {"models", "data", "inference", "training", "export"},  # training: the task's top-k (what predict prints)
     "experiments": {"models", "data", "profile", "factory", "training", "bench"},
-    "cli": {"models", "data", "profile", "factory", "fast", "inference", "training", "export", "bench", "experiments"},
+    "cli": {"models", "data", "profile", "factory", "fast", "inference", "training", "export", "bench", "serve",
+            "experiments"},
     "__main__": {"cli"},
 }
 

@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .io import atomic_write, cache_dir
 
 StateDict = dict[str, torch.Tensor]
@@ -148,19 +149,107 @@ def _allow_namespace() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def read_torch_file(path: Path) -> Any:
+def _check_file(path: Path) -> None:
+    """CheckpointError unless ``path`` is a file that can be read and is not empty."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}" if not path.exists() else f"not a file: {path}")
     try:
-        with _allow_namespace():
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or first_line(e)}") from None
+    if empty:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy? Fetch or copy it again")
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """The globals (``module.name``) a pickle refers to, in order of appearance, found by reading its opcodes
+    without running any of them. What it cannot parse (a truncated pickle) ends the list."""
+    import pickletools
+
+    found: list[str] = []
+    recent: list[str | None] = []  # the last (up to) two values pushed in a row: strings, or None for anything else
+    memo: dict[int, str | None] = {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in ("GLOBAL", "INST"):  # protocols 0-3: "module name" in the opcode's argument
+                found.append(".".join(str(arg).split(" ", 1)))
+            elif name == "STACK_GLOBAL" and len(recent) == 2 and None not in recent:
+                found.append(f"{recent[0]}.{recent[1]}")  # protocol 4+: the two strings just pushed
+            if name == "MEMOIZE" or name.endswith("PUT"):  # the stack is unchanged; its top is remembered
+                memo[len(memo) if name == "MEMOIZE" else arg] = recent[-1] if recent else None
+            elif name.endswith("GET"):
+                recent = [*recent, memo.get(arg)][-2:]
+            elif isinstance(arg, str) and ("UNICODE" in name or "STRING" in name):
+                recent = [*recent, arg][-2:]
+            else:
+                recent = []
+    except (ValueError, KeyError, IndexError):  # truncated, or not a pickle at all
+        pass
+    return list(dict.fromkeys(found))
+
+
+def _refused_globals(path: Path, error: Exception) -> list[str]:
+    """The globals of ``path``'s pickle that torch's weights-only unpickler does not allow: those torch's message
+    names, or else those a scan of the pickle finds (torch stops at the first opcode it does not support, e.g. the
+    FRAME of a plain protocol-4 pickle, before it sees any global)."""
+    named = re.findall(r"GLOBAL ([\w.]+)", str(error))
+    if named:
+        return list(dict.fromkeys(named))
+    try:  # torch.save's format is a zip archive, the pickle its data.pkl; else the file is a bare pickle
+        data = _zip_member(path, "data.pkl", read=True) or path.read_bytes()
+    except OSError:
+        return []
+    # torch's own allow-list (a private function, hence the fallback: then every global counts) and the user's
+    allowed = set(getattr(torch._weights_only_unpickler, "_get_allowed_globals", dict)())
+    user = getattr(torch.serialization, "get_safe_globals", list)()  # torch >= 2.5
+    allowed |= {f"{g.__module__}.{g.__qualname__}" for g in user if hasattr(g, "__qualname__")}
+    return [name for name in pickle_globals(data) if name not in allowed]
+
+
+def _zip_member(path: Path, name: str, read: bool = False) -> bytes:
+    """The content of the first member of ``path``'s zip archive named ``name`` (the name only, not its folder),
+    empty when there is none or ``path`` is no zip archive; with ``read=False`` just b"x" when there is one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((m for m in archive.namelist() if m.rsplit("/", 1)[-1] == name), None)
+            return b"" if member is None else archive.read(member) if read else b"x"
+    except (OSError, zipfile.BadZipFile):
+        return b""
+
+
+def _export_error(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path} is {what}, not a checkpoint; give the checkpoint it was exported from "
+                           "(.pt, .safetensors, .pth)")
+
+
+def read_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``, every failure one CheckpointError line: a missing, empty or unreadable
+    file, a pickle refused because loading it could run code (naming the globals it refers to), a TorchScript export,
+    or corrupt bytes. torch's warnings on the way (e.g. about a pickle protocol) are not shown: the error says what
+    matters."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with _allow_namespace(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
-        if culprit is None:
+        refused = _refused_globals(path, e)
+        if not refused:
             raise CheckpointError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from None
+        shown = ", ".join(refused[:4]) + (f" and {len(refused) - 4} more" if len(refused) > 4 else "")
         raise CheckpointError(
-            f"{path} holds Python objects other than tensors; refusing to unpickle it (weights_only=True): {culprit}"
+            f"{path} was refused: its pickle refers to {shown}, which weights-only loading does not allow because "
+            "unpickling such globals can run arbitrary code; a weights file may hold only tensors and plain values"
         ) from None
     except Exception as e:  # garbage bytes surface as any of a dozen exception types inside the unpickler
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        if _zip_member(path, "constants.pkl"):
+            raise _export_error(path, "an exported TorchScript model") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
@@ -171,14 +260,20 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({first_line(e)})") from None
+
+
+# exported models, which eval, predict and export do not take for weights files (TorchScript's .pt is told apart
+# by its content: read_torch_file)
+EXPORT_SUFFIXES = {".onnx": "an exported ONNX model"}
 
 
 def read_checkpoint(path: str | os.PathLike, use_ema: bool = False) -> Checkpoint:
     """Read a weights file of any supported kind and layout. Keys come back as written (layout unchanged)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}" if not path.exists() else f"not a file: {path}")
+    _check_file(path)
+    if path.suffix in EXPORT_SUFFIXES:
+        raise _export_error(path, EXPORT_SUFFIXES[path.suffix])
     if path.suffix == ".safetensors":
         tensors, meta = _read_safetensors(path)
         config = json.loads(meta["model_config"]) if "model_config" in meta else None
@@ -193,6 +288,36 @@ def read_checkpoint(path: str | os.PathLike, use_ema: bool = False) -> Checkpoin
     return Checkpoint(state_dict, config, name, meta)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Another input-channel count
+# ----------------------------------------------------------------------------------------------------------------
+STEM_WEIGHT = "stem.0.weight"  # the patch-embedding conv: the one weight whose shape depends on the input channels
+
+
+def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A conv weight (out, C, kh, kw) made to take ``in_chans`` input channels instead of C.
+
+    ``in_chans=1``: the sum over the C filters. More (or other) channels: the C filters repeated cyclically
+    (channel j gets filter ``j mod C``), each scaled by ``C / in_chans``. This is timm's convention, and the reason
+    is the output scale: on an input whose channels are alike (a grayscale image, or extra bands that look like the
+    others), the adapted conv gives what the original gave on a C-channel image with those same channels. For one
+    channel that holds exactly (a gray image is an RGB image with R = G = B); for ``in_chans`` a multiple of C too;
+    otherwise approximately. The BatchNorm after the stem then sees the statistics it was trained on, which copying
+    one filter, or the repeat without the rescaling, would not keep. The rest of the network is unchanged.
+    """
+    if weight.dim() != 4:
+        raise CheckpointError(f"only a conv weight (out, in, kh, kw) can take another channel count, got {tuple(weight.shape)}")
+    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+        raise CheckpointError(f"in_chans must be an integer >= 1, got {in_chans!r}")
+    have = weight.shape[1]
+    w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()  # half precision: sum in fp32
+    if in_chans == 1:
+        out = w.sum(dim=1, keepdim=True)
+    else:
+        out = w[:, torch.arange(in_chans) % have] * (have / in_chans)
+    return out.to(weight.dtype)
+
+
 @dataclass
 class LoadReport:
     """How a checkpoint's keys matched a model's."""
@@ -201,6 +326,7 @@ class LoadReport:
     missing: list[str]  # in the model, not in the file
     unexpected: list[str]  # in the file, not in the model
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (key, shape in file, shape in model)
+    adapted: list[tuple[str, int, int]] = field(default_factory=list)  # (key, channels in file, in model), loaded
 
     @property
     def ok(self) -> bool:
@@ -225,14 +351,34 @@ class LoadReport:
             parts.append(f"missing from file: {fmt(self.missing)}")
         if any(keep(k) for k in self.unexpected):
             parts.append(f"not in model: {fmt(self.unexpected)}")
+        if only is None:
+            parts += [f"{k} adapted from {a} to {b} input channel(s)" for k, a, b in self.adapted]
         return "; ".join(parts) or "all keys match"
 
 
-def match_state_dict(model: nn.Module, state_dict: StateDict) -> tuple[StateDict, LoadReport]:
-    """Split ``state_dict`` into what fits ``model`` (same key, same shape) and a report of the rest."""
+def _adapt_stem(state_dict: StateDict, own: StateDict) -> tuple[StateDict, list[tuple[str, int, int]]]:
+    """``state_dict`` with the stem conv weight adapted to the model's input channels, where only those differ."""
+    have, want = state_dict.get(STEM_WEIGHT), own.get(STEM_WEIGHT)
+    if have is None or want is None or have.dim() != 4 or want.dim() != 4:
+        return state_dict, []
+    if have.shape[1] == want.shape[1] or have.shape[:1] + have.shape[2:] != want.shape[:1] + want.shape[2:]:
+        return state_dict, []
+    adapted = adapt_input_channels(have, want.shape[1])
+    return {**state_dict, STEM_WEIGHT: adapted}, [(STEM_WEIGHT, have.shape[1], want.shape[1])]
+
+
+def match_state_dict(model: nn.Module, state_dict: StateDict, adapt_in_chans: bool = True) -> tuple[StateDict, LoadReport]:
+    """Split ``state_dict`` into what fits ``model`` (same key, same shape) and a report of the rest.
+
+    With ``adapt_in_chans``, a stem conv weight that differs from the model's only in its input channels is made
+    to fit (:func:`adapt_input_channels`) and listed in the report's ``adapted``.
+    """
     own = model.state_dict()
     if detect_layout(state_dict) == "official" and detect_layout(own) == "timm":
         state_dict = official_to_timm(state_dict)
+    adapted: list[tuple[str, int, int]] = []
+    if adapt_in_chans:
+        state_dict, adapted = _adapt_stem(state_dict, own)
     fitting = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     report = LoadReport(
         loaded=list(fitting),
@@ -240,19 +386,23 @@ def match_state_dict(model: nn.Module, state_dict: StateDict) -> tuple[StateDict
         unexpected=[k for k in state_dict if k not in own],
         mismatched=[(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
                     if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)],
+        adapted=adapted,
     )
     return fitting, report
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True, use_ema: bool = False) -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True, use_ema: bool = False,
+                    adapt_in_chans: bool = True) -> LoadReport:
     """Load weights from ``path`` into ``model`` in place, whatever the file's layout.
 
     strict=True: every key must be present with the same shape, or a :class:`CheckpointError` names the
     offending keys and shapes and nothing is loaded. strict=False: load what fits and report the rest
-    (e.g. a 1000-class checkpoint into a 10-class model leaves the head as it was).
+    (e.g. a 1000-class checkpoint into a 10-class model leaves the head as it was). With ``adapt_in_chans``
+    (the default) weights for another input-channel count load: the stem conv's filters are summed (one
+    channel) or repeated and rescaled (:func:`adapt_input_channels`), and ``report.adapted`` says so.
     """
     ckpt = read_checkpoint(path, use_ema=use_ema)
-    fitting, report = match_state_dict(model, ckpt.state_dict)
+    fitting, report = match_state_dict(model, ckpt.state_dict, adapt_in_chans=adapt_in_chans)
     if strict and not report.ok:
         raise CheckpointError(f"{path} does not fit the model: {report.describe()}")
     if not fitting:

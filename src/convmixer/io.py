@@ -35,7 +35,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
     The data goes to a temporary file in the same directory, which is flushed, fsync'ed and renamed over
     ``path`` (rename is atomic on POSIX); the directory is fsync'ed so the rename itself survives a crash.
-    If the body raises, the temporary file is removed and ``path`` is untouched.
+    If the body raises, the temporary file is removed and ``path`` is untouched. An OSError (a full disk, a
+    read-only file system) names ``path``, not the temporary file.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -45,9 +46,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, str(tmp)):
+            raise OSError(e.errno, e.strerror, str(path)) from e  # the same subclass (errno picks it)
         raise
     _fsync_dir(path.parent)
 

@@ -94,3 +94,12 @@ def test_missing_cifar_says_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv("CONVMIXER_DATA", raising=False)
     with pytest.raises(DataError, match="cs.toronto.edu"):
         load_cifar("cifar10", "train", tmp_path)
+
+
+def test_an_explicit_root_without_cifar_is_an_error_not_another_copy(tmp_path, monkeypatch):
+    _write_cifar10(tmp_path / "elsewhere")
+    monkeypatch.setenv("CONVMIXER_DATA", str(tmp_path / "elsewhere"))
+    assert len(load_cifar("cifar10", "test")) == 10  # no root: the search finds it
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=f"CIFAR-10 not found in {tmp_path / 'empty'}"):
+        load_cifar("cifar10", "test", tmp_path / "empty")

@@ -106,3 +106,21 @@ def test_synthetic_is_deterministic_and_learnable():
     pred = torch.cdist(ev.images.float().flatten(1), means.flatten(1)).argmin(1)
     assert (pred == ev.labels).float().mean() > 0.5
     assert len(make_synthetic(0, num_classes=2)) == 0
+
+
+def test_an_explicit_root_without_the_files_is_an_error_not_another_copy(tmp_path, monkeypatch, no_system_data):
+    write_idx_dataset(tmp_path / "elsewhere")
+    monkeypatch.setenv("CONVMIXER_DATA", str(tmp_path / "elsewhere"))
+    assert len(load_idx("fashion_mnist", "test", download=False)) == 12  # no root: the search finds it
+    (tmp_path / "empty").mkdir()
+    for download in (False, True):  # nothing is downloaded into, or instead of, a root that was named
+        with pytest.raises(DataError, match=f"Fashion-MNIST test files not found in {tmp_path / 'empty'}"):
+            load_idx("fashion_mnist", "test", root=tmp_path / "empty", download=download)
+
+
+def test_synthetic_data_takes_no_root(tmp_path):
+    from convmixer.data import DataConfig
+    from convmixer.data.datasets import synthetic_from_config
+
+    with pytest.raises(DataError, match="synthetic data is generated"):
+        synthetic_from_config(DataConfig(dataset="synthetic", root=str(tmp_path)), "test")

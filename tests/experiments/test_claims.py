@@ -1,10 +1,12 @@
+"""Claims on each storage (the ``storage`` fixture: SQLite, and PostgreSQL where a server is given)."""
+
 import threading
 
 from convmixer.experiments.claims import ClaimTable
 
 
-def test_a_point_is_claimed_again_only_after_its_holder_gave_up(tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_a_point_is_claimed_again_only_after_its_holder_gave_up(tmp_path, storage):
+    url = storage.for_sweep(tmp_path)
     claims = ClaimTable(url, "study")
     gave_up = set()
 
@@ -19,12 +21,14 @@ def test_a_point_is_claimed_again_only_after_its_holder_gave_up(tmp_path):
     assert not claims.claim("k3-s0", 3, holder_gave_up)
     latest = claims.latest()
     assert (latest["k3-s0"].attempt, latest["k3-s0"].trial_number) == (1, 2)
-    assert ClaimTable(url, "other study").claim("k3-s0", 0, holder_gave_up)  # claims are per study
+    other = ClaimTable(url, "other study")
+    assert other.claim("k3-s0", 0, holder_gave_up)  # claims are per study
+    other.close()
     claims.close()
 
 
-def test_of_many_simultaneous_claims_exactly_one_wins(tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_of_many_simultaneous_claims_exactly_one_wins(tmp_path, storage):
+    url = storage.for_sweep(tmp_path)
     ClaimTable(url, "s").close()
     tables = [ClaimTable(url, "s") for _ in range(8)]  # one engine each, as in separate workers
     start, wins = threading.Barrier(len(tables)), []

@@ -21,13 +21,17 @@ def sweep(spec, out, *extra):
     return main(["sweep", str(spec), "--out", str(out), "--threads", "1", *extra])
 
 
-def trials(spec_path, out, quick=False):
-    """(point id, state, status) of every trial of the sweep's study."""
+def trials(spec_path, out, quick=False, storage=None):
+    """(point id, state, status) of every trial of the sweep's study (in ``storage``, by default its SQLite file)."""
     spec = load_spec(spec_path)
     sweep_dir = out / spec.run_name(quick)
-    study = optuna.load_study(study_name=study_name(spec, spec.points(quick, out_dir=sweep_dir), quick),
-                              storage=default_storage(sweep_dir))
-    return [(t.user_attrs.get("point_id"), t.state.name, t.user_attrs.get("status")) for t in study.trials]
+    rdb = optuna.storages.RDBStorage(storage or default_storage(sweep_dir))
+    try:
+        study = optuna.load_study(study_name=study_name(spec, spec.points(quick, out_dir=sweep_dir), quick),
+                                  storage=rdb)
+        return [(t.user_attrs.get("point_id"), t.state.name, t.user_attrs.get("status")) for t in study.trials]
+    finally:
+        rdb.engine.dispose()
 
 
 def test_sweep_runs_every_point_writes_results_and_skips_them_next_time(write_spec, tmp_path, capsys, monkeypatch):

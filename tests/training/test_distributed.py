@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from convmixer.cli import main
 from convmixer.training.state import load_state
 
 from .conftest import TINY
@@ -86,3 +87,23 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     for k in w1:
         if w1[k].is_floating_point():
             torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-4)
+
+
+def test_the_reported_accuracy_is_that_of_the_saved_checkpoint(tmp_path):
+    """Without model.sync_bn every process ends with BatchNorm statistics of its own batches; they are averaged
+    before the evaluation and the checkpoint, so what the run reports is what its last.pt gives."""
+    common = [*sum((["--set", a] for a in TINY), []), "--set", "data.batch_size=16", "--set", "schedule.epochs=1",
+              "--out-dir", str(tmp_path), "--name", "bn", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "convmixer", "train", *common]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "bn" / "summary.json").read_text())
+    # --plain: the execution path the run evaluated on (TINY's run.plain), so only the statistics could differ
+    assert main(["eval", "--checkpoint", str(tmp_path / "bn" / "last.pt"), "--out", str(tmp_path / "e"),
+                 "--device", "cpu", "--plain"]) == 0
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert report["num_samples"] == 64
+    assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)  # rank-0 statistics alone: 1e-4 off
+    assert report["top1"] == pytest.approx(summary["test_top1"], abs=1e-9)

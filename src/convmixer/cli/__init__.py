@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module imports torch and
 friends only when the command runs, so ``convmixer --help`` is instant. User errors
-(:class:`~convmixer.errors.ConvMixerError`, missing files, bad arguments) print one line on stderr and
-exit with code 2; a traceback means a bug.
+(:class:`~convmixer.errors.ConvMixerError`, bad arguments, and any OSError: missing or unreadable files, a full
+disk) print one line on stderr and exit with code 2; a traceback means a bug. The project's own warnings
+(:class:`~convmixer.errors.ConvMixerWarning`) print as one line each, ``convmixer: warning: ...``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # Modules under convmixer.cli that define subcommands, in the order `--help` lists them.
 COMMAND_MODULES = ("train_cmd", "eval_cmd", "predict_cmd", "models_cmd", "data_cmd", "bench_cmd", "sweep_cmd",
-                   "export_cmd")
+                   "export_cmd", "serve_cmd")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -38,21 +40,42 @@ def fail(message: str) -> int:
     return 2
 
 
+def _one_line_warnings(previous):
+    """A ``warnings.showwarning`` that prints the project's own warnings (:class:`ConvMixerWarning`) as one line each,
+    without Python's source line, and hands any other to ``previous``."""
+    from ..errors import ConvMixerWarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, ConvMixerWarning):
+            return previous(message, category, filename, lineno, file, line)
+        from tqdm import tqdm
+
+        text = " ".join(str(message).split("\n")).strip()
+        try:  # tqdm.write: above a progress bar, not into it
+            tqdm.write(f"convmixer: warning: {text}", file=file or sys.stderr)
+        except OSError:  # as with Python's own: showing a warning never raises
+            pass
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..errors import ConvMixerError
+    from ..errors import ConvMixerError, os_error_message
     from ..fast.allocator import tune_malloc
 
     tune_malloc()  # page faults of freed-and-refetched temporaries cost a quarter of a CPU training step
 
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores warnings.showwarning afterwards (main may run inside a program)
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(args.func(args) or 0)
     except ConvMixerError as e:
         return fail(str(e))
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        return fail(f"{e.strerror}: {e.filename}" if e.filename else str(e))
     except KeyboardInterrupt:
         print("convmixer: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `convmixer list | head`
         return 0
+    except OSError as e:  # a full disk, a read-only file system, a missing or unreadable file, ...
+        return fail(os_error_message(e))

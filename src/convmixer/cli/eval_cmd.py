@@ -77,13 +77,16 @@ def run(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     classes = list(data.classes)
+    skipped = len(getattr(data.eval_loader, "skipped", {}))  # unreadable files of folder data, each warned about
     report = {"checkpoint": str(args.checkpoint), "dataset": dataset, **task.eval_report(result, classes),
-              "test_flip": test_flip, "execution": plan.describe()}
+              "test_flip": test_flip, "execution": plan.describe(), "skipped_files": skipped}
     with atomic_write(out / "eval.json", "w") as f:
         json.dump(report, f, indent=2)
     written = task.write_eval_outputs(result, classes, out, f"{Path(args.checkpoint).name} on {dataset}")
     *lines, headline = task.eval_lines(result, classes)
     for line in lines:
         print(line)
-    print(f"{headline}  ({result.num_samples} images; {', '.join(str(p) for p in [out / 'eval.json', *written])})")
+    left_out = f", {skipped} unreadable skipped" if skipped else ""
+    print(f"{headline}  ({result.num_samples} images{left_out}; "
+          f"{', '.join(str(p) for p in [out / 'eval.json', *written])})")
     return 0

@@ -86,16 +86,19 @@ def _decode(names) -> list[str]:
 
 
 def find_cifar(name: str, root: str | os.PathLike | None) -> Path:
-    """The directory holding ``name``'s batches: ``root`` itself or ``root/<cifar-...>``, then $CONVMIXER_DATA, cache."""
+    """The directory holding ``name``'s batches: ``root`` itself or ``root/<cifar-...>`` when a root is given (and
+    nowhere else: a root without the batches is an error, not a fallback to another copy), else in $CONVMIXER_DATA
+    or the cache."""
     dirname, train_files = CIFAR_LAYOUT[name][0], CIFAR_LAYOUT[name][1]
-    bases = [Path(p).expanduser() for p in (root, os.environ.get(DATA_ENV)) if p] + [cache_dir("data")]
+    bases = [Path(p).expanduser() for p in ((root,) if root else (os.environ.get(DATA_ENV), cache_dir("data"))) if p]
     candidates = [d for b in bases for d in (b, b / dirname)]
     for d in candidates:
         if (d / train_files[0]).is_file():
             return d
     title = get_dataset_info(name).title
+    where = f" in {bases[0]}" if root else ""
     raise DataError(
-        f"{title} not found (looked for {dirname}/{train_files[0]} in {', '.join(str(b) for b in bases)}); "
+        f"{title} not found{where} (looked for {dirname}/{train_files[0]} in {', '.join(str(b) for b in bases)}); "
         f"download and extract the 'CIFAR python version' from {CIFAR_URL} and pass its folder with --root"
     )
 

@@ -1,12 +1,13 @@
 """In-memory datasets: Fashion-MNIST and MNIST (IDX files), CIFAR (see cifar.py) and synthetic data.
 
 Each loads into an :class:`ArrayDataset`: uint8 images ``(N, C, H, W)``, int64 labels ``(N,)`` and the class
-names. IDX files are looked for, in order, in the explicit ``root``, ``$CONVMIXER_DATA``, the user cache
-(``convmixer.io.cache_dir("data")``) and system directories (Debian's ``dataset-fashion-mnist`` package);
-in each of those places both the directory itself and a dataset-named subdirectory count. When absent they
-are downloaded into the cache, MD5-checked (see download.py). What each dataset is (title, classes, sizes,
-statistics) is its entry in registry.py; the loaders named there (``idx_from_config``, ``synthetic_from_config``)
-are at the end of their sections.
+names. IDX files are looked for in the explicit ``root`` alone when one is given (a root that holds no files is an
+error, never a fallback to another copy); otherwise, in order, in ``$CONVMIXER_DATA``, the user cache
+(``convmixer.io.cache_dir("data")``) and system directories (Debian's ``dataset-fashion-mnist`` package). In each
+of those places both the directory itself and a dataset-named subdirectory count. When absent (and no root was
+given) they are downloaded into the cache, MD5-checked (see download.py). What each dataset is (title, classes,
+sizes, statistics) is its entry in registry.py; the loaders named there (``idx_from_config``,
+``synthetic_from_config``) are at the end of their sections.
 """
 
 from __future__ import annotations
@@ -151,14 +152,14 @@ def _find_file(directory: Path, gz_name: str) -> Path | None:
 
 
 def search_dirs(spec: IdxSpec, root: str | os.PathLike | None) -> list[Path]:
-    """The directories searched for ``spec``'s files, in priority order (existing or not)."""
-    bases = [Path(p).expanduser() for p in (root, os.environ.get(DATA_ENV)) if p]
-    bases.append(cache_dir("data"))
-    out: list[Path] = []
-    for base in bases:
-        out += [base] + [base / d for d in spec.dirnames]
-    out += [Path(d) for d in spec.system_dirs]
-    return list(dict.fromkeys(out))
+    """The directories searched for ``spec``'s files, in priority order (existing or not). An explicit ``root`` is
+    the only place looked in (it and its dataset-named subdirectories): a root that was named but holds no files
+    must be an error, never a silent switch to another copy."""
+    if root:
+        return [Path(root).expanduser()] + [Path(root).expanduser() / d for d in spec.dirnames]
+    bases = [Path(p).expanduser() for p in (os.environ.get(DATA_ENV),) if p] + [cache_dir("data")]
+    out = [d for base in bases for d in (base, *(base / name for name in spec.dirnames))]
+    return list(dict.fromkeys(out + [Path(d) for d in spec.system_dirs]))
 
 
 def _how_to_get(spec: IdxSpec, names: list[str]) -> str:
@@ -179,6 +180,10 @@ def locate_idx(name: str, split: str, *, root: str | os.PathLike | None = None, 
         if all(found):
             return found[0], found[1]
     looked = ", ".join(str(d) for d in dirs if d.is_dir()) or "nowhere that exists"
+    if root:  # named explicitly: nothing else is searched, and nothing is downloaded in its place
+        raise DataError(f"{spec.title} {split} files not found in {Path(root).expanduser()} ({', '.join(names)}; "
+                        f"looked in {looked}); point --root at the folder that holds them, or leave it out to search "
+                        f"the usual places; to get them: {_how_to_get(spec, names)}")
     if not download:
         raise DataError(f"{spec.title} {split} files not found (looked in {looked}); {_how_to_get(spec, names)}")
     mirror = mirror or os.environ.get(MIRROR_ENV)
@@ -256,7 +261,11 @@ def make_synthetic(n: int, *, num_classes: int = 10, chans: int = 3, size: int =
 
 
 def synthetic_from_config(data: DataConfig, split: str) -> ArrayDataset:
-    """The registry's loader of synthetic data: ``split`` made with ``data``'s synthetic_* settings."""
+    """The registry's loader of synthetic data: ``split`` made with ``data``'s synthetic_* settings. It reads no
+    files, so a ``root`` is an error: whoever gave one expected that data, not synthetic images."""
+    if data.root:
+        raise DataError(f"synthetic data is generated, not read from {data.root}; leave out the data root, or name "
+                        "the dataset that lives there (--dataset)")
     return make_synthetic(data.synthetic_size if split == "train" else data.synthetic_eval_size,
                           num_classes=data.synthetic_classes, chans=data.synthetic_chans,
                           size=data.synthetic_image_size, seed=data.synthetic_seed, split=split)

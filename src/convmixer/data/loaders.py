@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, ConvMixerWarning, DataError
 from .augment import Augment, normalize
 from .config import AugmentConfig, DataConfig
 from .datasets import ArrayDataset
@@ -40,8 +40,8 @@ Batch = tuple[Tensor, Tensor]
 DATASET_STATS = {name: (get_dataset_info(name).mean, get_dataset_info(name).std) for name in list_datasets()}
 
 
-class UnreadableImageWarning(UserWarning):
-    """An image file could not be decoded and was skipped."""
+class UnreadableImageWarning(ConvMixerWarning):
+    """An image file could not be decoded and was skipped (the CLI prints it as one line)."""
 
 
 def shard_plan(num_samples: int, batch_size: int, *, seed: int, epoch: int, rank: int, world_size: int) -> Tensor:

@@ -23,12 +23,13 @@ class ExportError(ConvMixerError, RuntimeError):
     """An export that could not be written or does not reproduce the PyTorch model."""
 
 
-def require(module: str, purpose: str = "ONNX export") -> Any:
-    """Import an optional dependency of the ``export`` extra, or raise a ConfigError that says how to install it."""
+def require(module: str, purpose: str = "ONNX export", *, extra: str = "export", hint: str = INSTALL_HINT) -> Any:
+    """Import an optional dependency of the ``extra`` extra (``export`` by default), or raise a ConfigError that says
+    how to install it (``hint``)."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{purpose} needs the export extra ({module} is not installed): {INSTALL_HINT}") from None
+        raise ConfigError(f"{purpose} needs the {extra} extra ({module} is not installed): {hint}") from None
 
 
 def input_range(input_dtype: str) -> str:

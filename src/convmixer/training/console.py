@@ -1,5 +1,5 @@
-"""What a training run prints (rank 0 only): the opening line, a progress bar per epoch, one line per epoch and
-the stop message. The engine calls these; nothing here changes the run."""
+"""What a training run prints (rank 0 only): the opening line, a progress bar per epoch, one line per epoch, the
+total of skipped unreadable images and the stop message. The engine calls these; nothing here changes the run."""
 
 from __future__ import annotations
 
@@ -63,6 +63,13 @@ class Console:
         parts = [f"epoch {record['epoch']}/{self.epochs}", *self.task.record_text(record),
                  f"{record['images_per_s']:.0f} img/s, {duration(record['elapsed_s'])}"]
         self.print(" | ".join(parts))
+
+    def skipped(self, count: int) -> None:
+        """The total of unreadable image files the run left out (each was warned about once), when there were any."""
+        if count:
+            were = "files were" if count != 1 else "file was"
+            self.print(f"{count} unreadable image {were} skipped (warned about above; data.strict_images=true makes one "
+                       "an error)")
 
     def stopped(self, signal_name: str, step: int, last: Path, run_dir: Path) -> None:
         self.print(f"\n{signal_name}: stopped after step {step}; saved {last}. "

@@ -91,6 +91,42 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's Python object, in rank order (``[obj]`` in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def average_running_stats(*modules: torch.nn.Module) -> None:
+    """Give every rank the same BatchNorm running statistics: each ``running_mean`` and ``running_var`` becomes its
+    mean over the ranks (one all-reduce; a no-op in a single process).
+
+    Without synchronized BatchNorm each process updates the statistics with its own batches, so after the last step
+    the ranks disagree: evaluated as they are, every rank scores its share of the test set with other statistics than
+    the checkpoint (rank 0's) holds. DDP broadcasts rank 0's buffers before each forward, so the ranks differ by the
+    last step's updates, and the mean of ``running_mean`` is what one process holding the global batch would have.
+    The mean of ``running_var`` is the mean of the per-rank batch variances, which leaves out the spread of the
+    per-rank batch means (the global batch's variance is that mean plus the variance of the means): it is slightly
+    low, by about the sampling noise of a per-rank mean, var / (per-rank batch x pixels), which is small next to var.
+    ``model.sync_bn`` computes the global statistics at every step instead.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    buffers = [b for m in modules for sub in m.modules()
+               for b in (getattr(sub, "running_mean", None), getattr(sub, "running_var", None))
+               if isinstance(b, torch.Tensor) and b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).to(torch.float64) for b in buffers])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    for b, value in zip(buffers, flat.split([b.numel() for b in buffers])):
+        b.copy_(value.view_as(b))
+
+
 class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch of all processes, on any device.
 

@@ -1,6 +1,6 @@
 """The training engine: the paper's recipe, one code path from a 2-core CPU to torchrun on many GPUs.
 
-    open the run: device, process group, run directory (or the checkpoint of a run to continue)
+    open the run: device, process group, run directory, locked (or the checkpoint of a run to continue)
     build data, model (fast path, DDP), optimizer, EMA; restore the checkpoint when resuming
     for each epoch:
         for each optimizer step, a group of `accum_steps` micro-batches (uint8 images from the loader):
@@ -9,8 +9,9 @@
                 with autocast: loss = task.loss(model(x), targets); scaler.scale(loss / accum_steps).backward()
             lr = schedule(step); clip grad norm; AdamW step (not taken on non-finite gradients); EMA update
             sum the step's statistics over ranks; stop on a non-finite loss or gradients, a signal or max_steps
+        average the ranks' BatchNorm statistics (without sync_bn)
         evaluate (task.evaluate), log the epoch, save last.pt (and best.pt)
-    write summary.json
+    write summary.json (with the number of unreadable images skipped)
 
 The engine knows steps, checkpoints, ranks and the schedule; the task (training/tasks/) knows what a batch's
 targets are, the loss, the metrics and what the summary reports. Everything random is a function of (seed,
@@ -33,12 +34,14 @@ import torch
 from torch import nn
 
 from ..data.seeding import derive_seed, generator
-from ..errors import ConvMixerError
+from ..errors import ConvMixerError, os_error_message
 from .config import TrainConfig, dump_yaml
 from .console import Console
 from .distributed import (
     DistInfo,
+    all_gather_object,
     all_reduce_sum,
+    average_running_stats,
     barrier,
     broadcast_object,
     cleanup_distributed,
@@ -48,7 +51,7 @@ from .distributed import (
     resolve_device,
 )
 from .optim import build_optimizer
-from .rundir import RunLog, default_run_name, plot_curves, prepare_run_dir, write_json
+from .rundir import RunDirectory, RunLog, check_resumable, default_run_name, plot_curves, write_json
 from .schedule import lr_at
 from .state import capture_rng, load_state, restore_rng, save_state
 from .tasks import Task, get_task
@@ -58,6 +61,11 @@ MicroBatch = tuple[int, torch.Tensor, torch.Tensor]  # (index within the epoch, 
 
 class NonFiniteLossError(ConvMixerError):
     """The loss or the gradients became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunStorageError(ConvMixerError):
+    """The run could not read or write a file (a full disk, a read-only file system, ...); the last good checkpoint
+    is kept (every checkpoint is written to a temporary file and renamed over the old one)."""
 
 
 @dataclass
@@ -135,21 +143,42 @@ class Trainer:
         # called after every optimizer step (e.g. benchmarks/bench_tta.py evaluates there); its time is not
         # counted in the run's training time
         self.on_step = on_step
+        self._directory: RunDirectory | None = None  # rank 0's lock on the run directory, while the run uses it
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, task: Task | None = None) -> Trainer:
         """A trainer that continues the run in ``run_dir`` from its last.pt, with the run's saved config."""
-        run_dir = prepare_run_dir(Path(run_dir), resume=True)
+        run_dir = check_resumable(Path(run_dir))  # locked when the run opens (fit)
         state = load_state(run_dir / "last.pt")
         return cls(TrainConfig.from_dict(state["config"]), task=task, run_dir=run_dir, resume_state=state)
 
     def fit(self) -> TrainResult:
+        ended = False
         try:
             self._open_run()
             self._setup()
-            return self._fit()
+            result = self._fit()
+            ended = True
+            return result
+        except OSError as e:  # a full disk while saving, ...: one line that says what is left and how to go on
+            last = self._last_good()
+            go_on = f"; continue with: convmixer train --resume {self.run_dir}" if last else ""
+            raise RunStorageError(f"{os_error_message(e)}; {self._kept(last)}{go_on}") from e
         finally:
+            if self._directory is not None:
+                self._directory.close(failed=not ended)  # a failed start leaves no empty run directory behind
+            if ended:
+                barrier()  # no rank tears its process group down while another still talks to it
             cleanup_distributed()
+
+    def _last_good(self) -> Path | None:
+        """The run's last.pt, if one was written (every save is atomic: it is always whole)."""
+        last = self.run_dir / "last.pt" if self.run_dir is not None else None
+        return last if last is not None and last.exists() else None
+
+    @staticmethod
+    def _kept(last: Path | None) -> str:
+        return f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
 
     # ------------------------------------------------------------------------------------------------------------
     # Setting up
@@ -160,7 +189,7 @@ class Trainer:
         if self.resume_state is None and self.dist.restart > 0 and cfg.run.name:
             candidate = Path(cfg.run.out_dir) / cfg.run.name
             if (candidate / "last.pt").is_file():  # torchrun's elastic agent restarted us: continue
-                self.run_dir = prepare_run_dir(candidate, resume=True)
+                self.run_dir = candidate
                 self.resume_state = load_state(candidate / "last.pt")
                 self.cfg = cfg = TrainConfig.from_dict(self.resume_state["config"])
                 cfg.validate()
@@ -169,9 +198,9 @@ class Trainer:
         if self.run_dir is None:
             cfg.run.name = cfg.run.name or broadcast_object(default_run_name(cfg.model.name, cfg.data.dataset))
             self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
-            if self.main:
-                prepare_run_dir(self.run_dir, resume=False)
-            barrier()
+        if self.main:  # locked for as long as this run uses it; a new run's is created
+            self._directory = RunDirectory.open(self.run_dir, resume=self.resume_state is not None)
+        barrier()
 
     def _setup(self) -> None:
         from ..data import build_data
@@ -217,6 +246,7 @@ class Trainer:
             raise ConfigError(f"an epoch has {len(loader)} batches, fewer than optim.accum_steps={cfg.optim.accum_steps}")
         self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
         self.progress = Progress()
+        self._stats_agreed_at = -1  # the step at which the ranks' BatchNorm statistics were last averaged
         if self.resume_state is not None:
             self._restore(self.resume_state)
             self.resume_state = None
@@ -284,11 +314,12 @@ class Trainer:
                 started = time.monotonic()
                 self._end_epoch()
                 self._epoch_end_s = time.monotonic() - started
+        skipped = self._skipped_files()
         if stopped_by in ("SIGINT", "SIGTERM"):
             self._save("last.pt")
             self.console.stopped(stopped_by, p.step, self.run_dir / "last.pt", self.run_dir)
             return TrainResult(self.run_dir, {}, stopped_by)
-        return TrainResult(self.run_dir, self._finish())
+        return TrainResult(self.run_dir, self._finish(skipped))
 
     def _steps(self) -> Iterator[list[MicroBatch]]:
         """The rest of this epoch's optimizer steps, each a group of ``accum_steps`` micro-batches, starting at
@@ -362,8 +393,7 @@ class Trainer:
         on any rank (the weights in memory and on disk are then those of the step before)."""
         p = self.progress
         if not math.isfinite(sums["loss_sum"]) or sums["nonfinite_grads"] > 0:
-            last = self.run_dir / "last.pt"
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
+            kept = self._kept(self._last_good())
             what = "the loss" if not math.isfinite(sums["loss_sum"]) else "the gradients (with a finite loss)"
             raise NonFiniteLossError(f"{what} became non-finite at step {p.step + 1} (epoch {p.epoch + 1}); lower "
                                      f"optim.lr, keep optim.clip_grad on, or try run.amp=off; {kept}")
@@ -425,6 +455,10 @@ class Trainer:
         if p.epoch_sums:
             record.update(self.task.train_metrics(p.epoch_sums))
         improved = False
+        # every epoch end, on every rank: what is evaluated and saved below has the ranks' averaged statistics. Not
+        # at mid-epoch or signal checkpoints (ranks reach those at different steps, or a resumed run would not
+        # continue exactly: uninterrupted, the ranks go on from rank 0's statistics)
+        self._agree_running_stats()
         if (p.epoch + 1) % cfg.run.eval_every == 0 or p.epoch + 1 == cfg.schedule.epochs or self._reached_max_steps():
             record.update(self.evaluate())
             value = record[f"eval_{self.task.primary}"]
@@ -442,7 +476,9 @@ class Trainer:
         self._last_save = time.monotonic()
 
     def evaluate(self) -> dict[str, float]:
-        """The task's eval metrics of the model (``eval_*``) and of its EMA (``eval_ema_*``)."""
+        """The task's eval metrics of the model (``eval_*``) and of its EMA (``eval_ema_*``). Under DDP the ranks'
+        BatchNorm statistics are made the same first (:meth:`_agree_running_stats`), so they are the checkpoint's."""
+        self._agree_running_stats()
         prepare = lambda images: self.plan.prepare_input(self.data.normalize(images))  # noqa: E731
         metrics = self.task.evaluate(self.model, self.data, prepare, autocast=self.plan.autocast(),
                                      progress=self.main and self.cfg.run.progress).as_dict("eval")
@@ -470,6 +506,16 @@ class Trainer:
             "image_size": self.data.image_size,
         }
 
+    def _agree_running_stats(self) -> None:
+        """Without ``model.sync_bn`` each process ends a step with BatchNorm statistics of its own batches: average
+        them over the ranks (distributed.average_running_stats), once per step, at epoch ends and before evaluating,
+        so the accuracy a run reports is that of the checkpoint it saves. Training goes on from rank 0's (DDP broadcasts
+        them before each forward), as before."""
+        if not self.dist.enabled or self.cfg.model.sync_bn or self._stats_agreed_at == self.progress.step:
+            return
+        average_running_stats(self.model, *((self.ema.module,) if self.ema is not None else ()))
+        self._stats_agreed_at = self.progress.step
+
     def _save(self, *names: str) -> None:
         if self.main:
             state = self._state()
@@ -480,7 +526,18 @@ class Trainer:
     def _params(self) -> int:
         return sum(t.numel() for t in self.model.parameters())
 
-    def _finish(self) -> dict[str, Any]:
+    def _skipped_files(self) -> int:
+        """How many unreadable image files the loaders skipped in this invocation (each file once, over all ranks);
+        the console says so when there were any."""
+        seen = set()
+        for loader in (self.data.train_loader, self.data.eval_loader):
+            seen |= set(getattr(loader, "skipped", {}))  # folder data's loaders count them; in-memory data has none
+        if self.dist.enabled:
+            seen = set().union(*all_gather_object(seen))
+        self.console.skipped(len(seen))
+        return len(seen)
+
+    def _finish(self, skipped: int) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
         history = self.log.history() if self.log is not None else []
         final = next((r for r in reversed(history) if f"eval_{self.task.primary}" in r), {})
@@ -498,6 +555,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "device": str(self.device),
             "execution": self.plan.describe(),
+            "skipped_files": skipped,  # unreadable image files left out by this invocation (folder data)
             "torch": torch.__version__,
             **self.task.summary_extras(final),
         }

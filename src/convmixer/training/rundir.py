@@ -1,6 +1,7 @@
 """The run directory: what a training run leaves behind.
 
     runs/<name>/
+      .lock            flock'ed while a run uses the directory (RunDirectory); holds that process's id
       config.yaml      the resolved configuration
       metrics.jsonl    one JSON object per evaluated epoch (and a final one)
       events.*         TensorBoard scalars, when tensorboard is installed
@@ -25,23 +26,105 @@ def default_run_name(model: str, dataset: str) -> str:
     return f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(path: Path, resume: bool) -> Path:
-    """Create (or, when resuming, find) the run directory; fail early if it cannot be written."""
-    if resume:
-        if not (path / "last.pt").is_file():
-            raise ConfigError(f"nothing to resume in {path}: no last.pt")
-        for stale in path.glob(".*.tmp*"):  # half-written files of a process that was killed mid-save
-            stale.unlink(missing_ok=True)
-        return path
-    if (path / "last.pt").exists():
-        raise ConfigError(f"{path} already holds a run; resume it with --resume {path} or choose another --name")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to the output directory {path}: {e.strerror or e}") from None
+LOCK_FILE = ".lock"  # flock'ed by the process that uses the run directory; holds its process id
+
+
+class RunDirInUse(ConfigError):
+    """Another live process uses the run directory."""
+
+
+class RunDirectory:
+    """A run directory, held by one process: an exclusive ``flock`` on its ``.lock`` file for as long as a run uses
+    it, so a second run with the same name, or a ``--resume`` of a run that is still alive, is refused.
+
+    The OS releases the lock when the process ends however it ends (kill -9 included), so a lock left behind by a
+    killed run never blocks ``--resume``; the file itself stays (it holds the last holder's process id). On a file
+    system without flock the run goes on unlocked. Under torchrun only rank 0 opens one.
+    """
+
+    def __init__(self, path: Path, created: list[Path]) -> None:
+        self.path = path
+        self.created = created  # the directories this run created, deepest first: removed again after a failed start
+        self._fd: int | None = None
+
+    @classmethod
+    def open(cls, path: Path, resume: bool) -> RunDirectory:
+        """Lock the run directory: a new run's (created, and checked to be writable) or, when resuming, the existing
+        one, whose half-written files of a process killed mid-save are then removed."""
+        if resume:
+            check_resumable(path)
+            run = cls(path, [])
+            run._lock("resume it after that process has ended")
+            for stale in path.glob(".*.tmp*"):  # only now: a live run's temporary file is not stale
+                stale.unlink(missing_ok=True)
+            return run
+        created = []
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            created.append(parent)
+            parent = parent.parent
+        run = cls(path, created)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            run.close(failed=True)
+            raise ConfigError(f"cannot write to the output directory {path}: {e.strerror or e}") from None
+        try:
+            run._lock("choose another --name, or wait for it to end")
+            if (path / "last.pt").exists():
+                raise ConfigError(f"{path} already holds a run; resume it with --resume {path} or choose another "
+                                  "--name")
+        except BaseException:
+            run.close(failed=True)
+            raise
+        return run
+
+    def _lock(self, advice: str) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no lock
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise RunDirInUse(f"{self.path} is in use by another run{f' (process {holder})' if holder else ''}; "
+                              f"{advice}") from None
+        except OSError:  # a file system without flock (some network mounts): go on unlocked
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def close(self, failed: bool = False) -> None:
+        """Release the lock. After a failed start (``failed``), the directories this run created are removed again
+        when nothing but the lock file was written into them."""
+        if failed and self.created:
+            left = [p.name for p in self.path.iterdir()] if self.path.is_dir() else []
+            if all(name == LOCK_FILE for name in left):
+                (self.path / LOCK_FILE).unlink(missing_ok=True)  # while still locked: no other run can have taken it
+                for directory in self.created:
+                    try:
+                        directory.rmdir()
+                    except FileNotFoundError:  # never made (mkdir failed on the way)
+                        continue
+                    except OSError:  # something else was put there meanwhile
+                        break
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_resumable(path: Path) -> Path:
+    """``path``, when it holds a run to resume (its last.pt); ConfigError otherwise."""
+    if not (path / "last.pt").is_file():
+        raise ConfigError(f"nothing to resume in {path}: no last.pt")
     return path
 
 
@@ -63,7 +146,8 @@ class RunLog:
         file = self.path / "metrics.jsonl"
         if not file.is_file():
             return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        lines = file.read_text().split("\n")[:-1]  # a last line without its newline was cut short (a full disk, a kill)
+        return [json.loads(line) for line in lines if line.strip()]
 
     def log(self, record: dict[str, Any], step: int) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
