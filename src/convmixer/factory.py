@@ -12,30 +12,44 @@ It sits above both, so neither imports the other: ``errors``/``io`` <- ``models`
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .checkpoint import Checkpoint, fetch_weights, load_checkpoint, match_state_dict, read_checkpoint
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .models import ConvMixer, ModelEntry, build_registered, get_model_entry, model_kwargs
+from .models.backbone import FeatureExtractor
 
 
-def create_model(name: str, *, pretrained: bool | str | Path = False, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: bool | str | Path = False, features_only: bool = False,
+                 out_indices: int | Sequence[int] | None = None, **overrides: Any) -> nn.Module:
     """Build a registered model.
 
     Args:
         name: a name from :func:`~convmixer.models.list_models`.
         pretrained: ``True`` downloads the released weights into the cache; a path or URL loads that file.
             With a ``num_classes`` override that differs from the weights', the head is left freshly
-            initialized (fine-tuning); every other weight must fit exactly.
+            initialized (fine-tuning); with an ``in_chans`` override, the stem's filters are adapted
+            (:func:`~convmixer.checkpoint.adapt_input_channels`: summed for 1 channel, repeated and rescaled for
+            more); every other weight must fit exactly.
+        features_only: return a :class:`~convmixer.models.backbone.FeatureExtractor` (ConvMixers only): its
+            forward gives the maps of the blocks ``out_indices`` names as a list, and its ``feature_info``
+            describes them.
+        out_indices: with ``features_only``: None (every block), an int n (the last n blocks) or block indices
+            (negative ones from the end).
         overrides: builder arguments replacing the registered defaults (``num_classes``, ``in_chans``, ...).
     """
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices chooses feature maps; pass features_only=True with it")
     entry = get_model_entry(name)
     model = build_registered(name, **overrides)
     if pretrained:
         _load_pretrained(model, entry, pretrained)
+    if features_only:
+        return FeatureExtractor(model, out_indices)
     return model
 
 
@@ -76,7 +90,8 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: str | None = None, **ove
     """Rebuild the model ``ckpt`` holds and load its weights strictly.
 
     Files without a stored config (the released paper weights) need ``model_name``; overrides such as
-    ``act="relu"`` replace stored settings.
+    ``act="relu"`` replace stored settings. An ``in_chans`` override adapts the stem's filters to it
+    (:func:`~convmixer.checkpoint.adapt_input_channels`); without one the file's channel count must fit.
     """
     name = model_name or ckpt.model_name
     config = {**(ckpt.model_config or {}), **overrides}
@@ -86,7 +101,7 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: str | None = None, **ove
         model = ConvMixer(**config)
     else:
         raise CheckpointError("the checkpoint does not say which model it holds; pass the model name (--model NAME)")
-    fitting, report = match_state_dict(model, ckpt.state_dict)
+    fitting, report = match_state_dict(model, ckpt.state_dict, adapt_in_chans="in_chans" in overrides)
     if not report.ok:
         raise CheckpointError(f"the checkpoint does not fit {name or 'its stored config'}: {report.describe()}")
     model.load_state_dict(fitting)

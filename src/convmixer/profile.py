@@ -1,4 +1,5 @@
-"""Static cost of a model: parameters, multiply-accumulates, FLOPs and activation memory per image.
+"""Static cost of a model: parameters, multiply-accumulates, FLOPs and activation memory per image; and
+:func:`peak_cpu_memory`, the measured peak of the CPU allocator while a function runs.
 
 FLOPs are counted by ``torch.utils.flop_counter`` on a real forward pass, so depthwise convolutions are
 included (timm's and mmpretrain's published GMACs leave them out). For ConvMixer the count equals the
@@ -8,6 +9,7 @@ closed form ``N*(C_in*p^2*h + d*(k^2*h + h^2)) + h*n`` MACs with N = (H/p)*(W/p)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -95,3 +97,23 @@ def profile_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelPr
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
     return ModelProfile(count_params(model), flops // 2, flops, act, tuple(input_size))
+
+
+def peak_cpu_memory(fn: Callable[[], object]) -> int:
+    """Bytes the CPU allocator held at its peak while ``fn()`` ran, above what it held when ``fn`` started.
+
+    Measured, not estimated: ``torch.profiler`` with ``profile_memory=True`` records every allocation and free of
+    torch's CPU allocator; the running sum of those, in time order, peaks at the answer. It counts tensors only
+    (not Python objects), and only on the CPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+                    and e.device_type() == torch.autograd.DeviceType.CPU)
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak

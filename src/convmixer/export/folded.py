@@ -134,7 +134,9 @@ def fold_for_inference(model: nn.Module, mean: Sequence[float] | float,
         conv.bias = nn.Parameter(torch.zeros_like(conv.weight[:, 0, 0, 0]), requires_grad=False)
     conv.bias.copy_(new_bias)
 
-    if isinstance(folded.head, nn.Linear):
+    # Only a linear pooling commutes with the BatchNorm's affine map: average or none (global_pool "" applies the
+    # head at every position); max and avgmax pooling keep the BatchNorm.
+    if isinstance(folded.head, nn.Linear) and folded.global_pool in ("avg", ""):
         last = folded.blocks[-1]
         scale, shift = _eval_bn_affine(last[3], f"blocks.{len(folded.blocks) - 1}.3")
         head = folded.head
@@ -145,7 +147,7 @@ def fold_for_inference(model: nn.Module, mean: Sequence[float] | float,
             head.bias = nn.Parameter(torch.zeros_like(head.weight[:, 0]), requires_grad=False)
         head.bias.copy_(hb + hw @ shift)
         last[3] = nn.Identity()
-    # num_classes == 0 (a feature extractor): no head to absorb the last BatchNorm; it stays.
+    # num_classes == 0 (a feature extractor): no head to absorb the last BatchNorm; it stays (so with max pooling).
     out = FoldedConvMixer(folded, mean=mean_t, std=std_t).eval()
     name = getattr(source, "registry_name", None)
     if name:

@@ -1,3 +1,5 @@
+from .backbone import FeatureExtractor, FeatureInfo
+from .classifier import GlobalPool2d
 from .convmixer import ACTIVATIONS, ConvMixer, Residual
 from .registry import (
     IMAGENET_MEAN,
@@ -12,6 +14,6 @@ from .registry import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "ConvMixer", "Residual", "IMAGENET_MEAN", "IMAGENET_STD", "ModelEntry", "PretrainedCfg",
+    "ACTIVATIONS", "ConvMixer", "FeatureExtractor", "FeatureInfo", "GlobalPool2d", "Residual", "IMAGENET_MEAN", "IMAGENET_STD", "ModelEntry", "PretrainedCfg",
     "build_registered", "get_model_entry", "list_models", "model_kwargs", "register_model",
 ]

@@ -2,6 +2,7 @@
 
 ``forward = forward_head(forward_features(x))``, a linear ``head`` over ``num_features`` pooled features that
 ``get_classifier`` returns and ``reset_classifier`` replaces, and ``config()`` (the kwargs that rebuild the model).
+:class:`GlobalPool2d` is the choice of pooling a convolutional model's head offers (``global_pool``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,40 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+
+POOL_TYPES = ("avg", "max", "avgmax", "")
+
+
+def check_num_classes(num_classes: Any) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+
+
+class GlobalPool2d(nn.Module):
+    """(B, C, H, W) -> (B, C): ``"avg"`` (the mean over positions), ``"max"``, ``"avgmax"`` (the mean of the two);
+    ``""`` pools nothing and returns the map (B, C, H, W) unchanged. It holds no weights (no state-dict keys)."""
+
+    def __init__(self, pool_type: str = "avg") -> None:
+        super().__init__()
+        if pool_type not in POOL_TYPES:
+            raise ConfigError(f"global_pool must be one of {', '.join(map(repr, POOL_TYPES))}, got {pool_type!r}")
+        self.pool_type = pool_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "avg":
+            return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.pool_type == "max":
+            return F.adaptive_max_pool2d(x, 1).flatten(1)
+        if self.pool_type == "avgmax":
+            return 0.5 * (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)).flatten(1)
+        return x
+
+    def extra_repr(self) -> str:
+        return repr(self.pool_type)
 
 
 def linear_head(num_features: int, num_classes: int) -> nn.Module:
@@ -43,12 +75,17 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of what ``forward_head(x, pre_logits=True)`` returns: ``num_features`` (no model here has a hidden
+        pre-logits layer)."""
+        return self.num_features
+
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh ``num_classes``-way linear layer (0: no head, pooled features out)."""
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ConfigError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
         self.head = linear_head(self.num_features, num_classes)
