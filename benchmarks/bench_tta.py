@@ -32,7 +32,8 @@ from pathlib import Path
 from convmixer.experiments.tta import first_reach
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ISA_ENV = {"avx2": {"CONVMIXER_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+ISA_ENV = {"avx2": {"CONVMIXER_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
            "native": {}}
 
 

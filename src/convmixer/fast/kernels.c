@@ -193,6 +193,27 @@ static int nthreads_for(int requested, long items) {
   return items < requested ? (int)(items > 0 ? items : 1) : requested;
 }
 
+/* The machine's FMA peak as a yardstick for the kernels (benchmarks/bench_kernels.py): every thread runs `iters`
+ * rounds of 12 independent vector FMAs on registers (enough chains to cover the FMA latency of 2 pipes). Returns the
+ * flops done (2 per lane per FMA); the caller times the call. */
+double cmx_fma_peak(long iters, int nthreads) {
+  double total = 0;
+  (void)nthreads;
+OMP(omp parallel num_threads(nthreads_for(nthreads, nthreads)) reduction(+ : total))
+  {
+    vf a[12];
+    for (int i = 0; i < 12; i++) a[i] = vbr(1.f + i * 1e-3f);
+    vf m = vbr(0.999999f), c = vbr(1e-7f);
+    for (long it = 0; it < iters; it++) {
+      for (int i = 0; i < 12; i++) a[i] = a[i] * m + c; /* not foldable: fp arithmetic is not reassociated */
+    }
+    float s = 0;
+    for (int i = 0; i < 12; i++) s += a[i][0];
+    total += 2.0 * 12 * VL * (double)iters + (s == 1234.5f); /* uses s: the loop cannot be dropped */
+  }
+  return total;
+}
+
 /* ---------------------------------------------------------------------------------------------------------
  * elementwise passes over an (M, C) matrix (M = B*H*W pixels), rows split over threads
  * ------------------------------------------------------------------------------------------------------- */
