@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ConvMixerError
+from ..errors import ConfigError, ConvMixerError, first_line
 from ..training.rundir import write_json
 from .claims import ClaimTable, engine_kwargs
 from .costs import duration
@@ -246,7 +246,7 @@ class Sweep:
                         optuna.exceptions.StorageInternalError, optuna.exceptions.DuplicatedStudyError)
                 if attempt == attempts - 1 or not isinstance(e, race):
                     raise ConfigError(f"cannot open the sweep storage {self.safe_url}: "
-                                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                                      f"{first_line(e)}") from None
                 time.sleep(0.5 + attempt)
         self.study.set_user_attr("points", len(self.points))
         self.study.set_user_attr("sweep", self.spec.name)
@@ -395,7 +395,7 @@ class Sweep:
             self.log(f"{pid}: interrupted; its last.pt is saved and the next `convmixer sweep` resumes it")
             raise
         except Exception as e:  # noqa: BLE001  a failed run is recorded; the sweep goes on
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            message = first_line(e)
             if not isinstance(e, ConvMixerError):
                 traceback.print_exc()
                 message = f"{type(e).__name__}: {message}"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..errors import ConfigError, InputShapeError
+from ..errors import ConfigError, InputShapeError, first_line
 from .common import (INPUT_NAME, OUTPUT_NAME, ExportError, check_input_dtype, decode_metadata, encode_metadata,
                      require, write_atomically)
 
@@ -103,7 +103,7 @@ def onnx_model_proto(model: nn.Module, *, image_size: int, in_chans: int, input_
     except ConfigError:
         raise
     except Exception as e:  # the exporters raise a variety of errors; none of them is the user's to fix
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise ExportError(f"the ONNX exporter failed ({type(e).__name__}: {first})") from e
     return proto
 
@@ -196,7 +196,7 @@ class OnnxRunner:
             self.session = ort.InferenceSession(source if isinstance(source, bytes) else str(source),
                                                 sess_options=options, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime reports unreadable models as its own exception types
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise ConfigError(f"{self.source} is not a usable ONNX model ({first})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:

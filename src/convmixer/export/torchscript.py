@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .common import ExportError, write_atomically
 from .folded import FoldedConvMixer
 
@@ -61,7 +61,7 @@ def torchscript_bytes(folded: FoldedConvMixer, *, image_size: int, metadata: dic
             buf = io.BytesIO()
             torch.jit.save(traced, buf, _extra_files={METADATA_FILE: json.dumps(metadata or {})})
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise ExportError(f"TorchScript tracing failed ({type(e).__name__}: {first})") from e
     return buf.getvalue()
 
@@ -87,7 +87,7 @@ def load_torchscript(source: str | os.PathLike | bytes) -> tuple[torch.jit.Scrip
             module = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else str(source),
                                     map_location="cpu", _extra_files=extra)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         name = "<bytes>" if isinstance(source, bytes) else source
         raise ConfigError(f"{name} is not a TorchScript file ({first})") from None
     raw = extra[METADATA_FILE]
