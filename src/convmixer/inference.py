@@ -32,6 +32,7 @@ class LoadedModel:
     dataset: str | None  # the dataset it was trained on, when recorded
     data_config: dict | None = None  # the training run's DataConfig fields, when recorded
     test_flip: bool = False  # the run evaluated with test-time flip (aug.test_flip), so eval reproduces it
+    task: str = "classification"  # what the model predicts: its registry entry's task (segmentation: masks)
 
 
 def load_for_inference(path: str | os.PathLike, model_name: str | None = None, use_ema: bool = False) -> LoadedModel:
@@ -65,4 +66,5 @@ def load_for_inference(path: str | os.PathLike, model_name: str | None = None, u
         classes = imagenet_classes()
     return LoadedModel(model, name, num_classes, in_chans, image_size, mean, std, crop_pct, interpolation, classes,
                        data_cfg.get("dataset"), data_cfg or None,
-                       bool((train_cfg.get("aug") or {}).get("test_flip", False)))
+                       bool((train_cfg.get("aug") or {}).get("test_flip", False)),
+                       get_model_entry(name).task if name else "classification")

@@ -61,7 +61,8 @@ def _saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x).sum()
+        outputs = model(x)  # a segmenter with auxiliary heads returns (main, *aux) in training mode
+        sum(o.sum() for o in (outputs if isinstance(outputs, tuple) else (outputs,)))
     return sum(seen.values())
 
 

@@ -20,6 +20,31 @@ def test_show_writes_a_png(tmp_path, capsys):
         assert img.width > 400 and img.height > 300
 
 
+def test_show_draws_segmentation_masks(tmp_path, capsys):
+    from tests.data.test_segfolder import make_seg_folder
+
+    root = make_seg_folder(tmp_path / "seg")
+    out = tmp_path / "seg.png"
+    assert main(["data", "show", "--dataset", "seg_folder", "--root", str(root), "--image-size", "32", "--num", "4",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "SegAugment" in capsys.readouterr().out
+    assert main(["data", "show", "--dataset", "seg_folder", "--root", str(root), "--augment", "paper", "--num", "2",
+                 "--out", str(out)]) == 2
+    assert "set aug.mixup_alpha=0" in capsys.readouterr().err
+
+
+def test_segmentation_overlay_colours_classes_only():
+    import torch
+
+    from convmixer.data.palette import overlay
+
+    image = torch.full((1, 2, 2), 0.5)
+    mask = torch.tensor([[0, 1], [255, 2]], dtype=torch.uint8)
+    out = overlay(image, mask)
+    assert out.shape == (3, 2, 2) and torch.allclose(out[:, 0, 0], torch.full((3,), 0.5))
+    assert not torch.allclose(out[:, 0, 1], torch.full((3,), 0.5)) and out[0, 0, 1] > out[1, 0, 1]  # VOC 1: red
+
+
 def test_show_with_flags(tmp_path):
     out = tmp_path / "g.png"
     argv = ["data", "show", "--dataset", "synthetic", "--augment", "none", "--randaugment", "rand-m9-mstd0.5-inc1",

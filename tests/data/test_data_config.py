@@ -26,7 +26,9 @@ def test_no_augment_turns_everything_off():
 
 
 def test_presets():
-    assert set(AUGMENT_PRESETS) == {"paper", "light", "none"}
+    assert set(AUGMENT_PRESETS) == {"paper", "light", "none", "segmentation"}
+    seg = augment_preset("segmentation")
+    assert seg.crop == "rrc" and seg.jitter > 0 and not seg.mixing and seg.randaugment == "" and seg.erase_prob == 0
     assert augment_preset("light").crop == "pad" and augment_preset("paper", hflip=0.0).hflip == 0.0
     with pytest.raises(ConfigError, match="unknown augmentation preset"):
         augment_preset("fancy")

@@ -38,9 +38,13 @@ def test_every_entry_has_consistent_facts(name):
 
 
 def test_derived_names_follow_the_registry():
-    assert DATASETS == list_datasets() == ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic")
+    assert DATASETS == list_datasets() == ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic",
+                                           "fashion_mnist_scenes", "seg_folder", "voc")
     assert DATASET_STATS == {n: (get_dataset_info(n).mean, get_dataset_info(n).std) for n in DATASETS}
-    assert list_datasets(in_memory=True) == ("fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic")
+    assert list_datasets(in_memory=True) == ("fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic",
+                                             "fashion_mnist_scenes", "seg_folder", "voc")
+    assert [n for n in DATASETS if get_dataset_info(n).task == "segmentation"] == [
+        "fashion_mnist_scenes", "seg_folder", "voc"]
     assert list_datasets(in_memory=False) == ("folder",)
 
 
@@ -68,6 +72,7 @@ def test_inconsistent_entries_are_refused():
         (dict(train_size=0), "positive integer"),
         (dict(loader=None), "needs a loader"),
         (dict(loader="no_colon"), "package.module:function"),
+        (dict(task="detection"), "task must be one of"),
     ]:
         with pytest.raises(ConfigError, match=match):
             register_dataset(dataclasses.replace(good, name="bad_entry", **bad))

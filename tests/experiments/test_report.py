@@ -94,8 +94,8 @@ def test_report_averages_each_setting_over_its_seeds(tiny_sweep, monkeypatch):
 
     assert [r.setting for r in rep.rows] == ["k3", "k5"]  # spec order, one row per setting
     k3, k5 = rep.rows
-    assert k3.seeds == [0, 1] and k3.top1 == {0: 90.0, 1: 92.5} and k3.wall == {0: 10.0, 1: 14.0}
-    assert k5.seeds == [0, 1] and k5.top1 == {0: 80.0} and k5.wall == {}
+    assert k3.seeds == [0, 1] and k3.scores == {0: 90.0, 1: 92.5} and k3.wall == {0: 10.0, 1: 14.0}
+    assert k5.seeds == [0, 1] and k5.scores == {0: 80.0} and k5.wall == {}
 
     rows = read_csv(sweep_dir / "results.csv")
     assert rows[0] == CSV_HEADER
@@ -279,7 +279,7 @@ def test_line_plots_group_by_arm_and_the_unplotted_settings(tmp_path):
     # rows without results are left out: one patch size with results is no line
     for r in rows:
         if r.patch_size == 4:
-            r.top1.clear()
+            r.scores.clear()
     assert write_plots(spec, rows, keys, tmp_path, quick=True) == [tmp_path / PLOTS["kernel"], tmp_path / PLOTS["params"]]
 
 

@@ -20,16 +20,21 @@ def fp32_plan(kernel="fused", mode="train", channels_last=True):
     return ExecutionPlan("cpu", mode, channels_last, None, False, kernel, "test")
 
 
-def make_pair(h, d, k, p, act="gelu", in_chans=3, num_classes=5, kernel="fused", channels_last=True):
-    torch.manual_seed(h * 100 + k)
-    plain = ConvMixer(h, d, k, p, num_classes=num_classes, in_chans=in_chans, act=act)
-    with torch.no_grad():  # non-trivial BN parameters and statistics
-        for m in plain.modules():
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN parameters and statistics (from the global seed), in place."""
+    with torch.no_grad():
+        for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def make_pair(h, d, k, p, act="gelu", in_chans=3, num_classes=5, kernel="fused", channels_last=True):
+    torch.manual_seed(h * 100 + k)
+    plain = randomize_bn(ConvMixer(h, d, k, p, num_classes=num_classes, in_chans=in_chans, act=act))
     fast = apply_plan(copy.deepcopy(plain), fp32_plan(kernel, channels_last=channels_last))
     return plain, fast
 

@@ -11,7 +11,8 @@ from convmixer import ConfigError, ConvMixer, create_model, get_model_entry, lis
 from convmixer.models.backbone import FeatureExtractor, FeatureInfo, take_indices
 from convmixer.profile import peak_cpu_memory
 
-CONVMIXERS = list_models(family="convmixer")
+# the classifiers; a segmentation ConvMixer holds one of these as its ``backbone`` (test_segmentation.py)
+CONVMIXERS = list_models(family="convmixer", task="classification")
 
 
 def registered(name, seed=0, **overrides):

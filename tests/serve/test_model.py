@@ -79,3 +79,12 @@ def test_bad_settings_and_files_are_one_line_errors(checkpoint, tmp_path):
         baseline = tmp_path / "resnet.safetensors"
         save_checkpoint(create_model("resnet20", num_classes=10), baseline)
         load_served_model(baseline, kernel="native")
+
+
+def test_a_segmentation_model_is_refused_with_a_pointer_to_predict(tmp_path):
+    from convmixer import create_model, save_checkpoint
+
+    path = tmp_path / "seg.safetensors"
+    save_checkpoint(create_model("convmixer_seg_fmnist", dim=8, depth=1), path)
+    with pytest.raises(ConfigError, match="segmentation model; the server answers classification only"):
+        load_served_model(path)

@@ -107,3 +107,28 @@ def test_the_reported_accuracy_is_that_of_the_saved_checkpoint(tmp_path):
     assert report["num_samples"] == 64
     assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)  # rank-0 statistics alone: 1e-4 off
     assert report["top1"] == pytest.approx(summary["test_top1"], abs=1e-9)
+
+
+def test_segmentation_under_two_processes_reduces_the_confusion_matrix(tmp_path):
+    """2 processes x 8 scenes = 1 x 16: the same training, and the mIoU from the ranks' summed confusion matrices
+    (each rank evaluates half of the test scenes) is what one process computes from last.pt."""
+    seg = ["model.dim=16", "model.depth=2", "model.kernel_size=3", "model.patch_size=4", "data.train_subset=64",
+           "data.eval_subset=40", "data.image_size=32", "schedule.epochs=1", "run.progress=false",
+           "run.tensorboard=false", "run.plain=true", "model.sync_bn=true", "aug.crop=none", "aug.hflip=0"]
+
+    def train(name, nproc, batch):
+        common = ["--config", "fmnist_seg", *sum((["--set", a] for a in seg), []), "--set", f"data.batch_size={batch}",
+                  "--out-dir", str(tmp_path), "--name", name, "--device", "cpu"]
+        launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone"] if nproc > 1 else []
+        proc = subprocess.run([sys.executable, *launcher, "-m", "convmixer", "train", *common], capture_output=True,
+                              text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads((tmp_path / name / "summary.json").read_text())
+
+    one, two = train("one", 1, 16), train("two", 2, 8)
+    assert two["test_miou"] == pytest.approx(one["test_miou"], abs=0.05)
+    assert main(["eval", "--checkpoint", str(tmp_path / "two" / "last.pt"), "--out", str(tmp_path / "e"),
+                 "--device", "cpu", "--plain"]) == 0
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert report["num_samples"] == 40 and sum(map(sum, report["confusion"])) == 40 * 32 * 32
+    assert report["miou"] == pytest.approx(two["test_miou"], abs=1e-9)

@@ -119,8 +119,9 @@ def test_predictions_are_sorted_probabilities():
 
 def test_get_task():
     assert isinstance(get_task(), ClassificationTask) and get_task() is not get_task()
-    with pytest.raises(ConfigError, match="unknown task 'segmentation'; choose one of classification"):
-        get_task("segmentation")
+    with pytest.raises(ConfigError, match="unknown task 'detection'; choose one of classification, segmentation"):
+        get_task("detection")
+    assert get_task("segmentation", aux_weight=0.25).aux_weight == 0.25
 
 
 def test_test_flip_evaluates_the_mean_logits_of_each_image_and_its_mirror():

@@ -62,8 +62,10 @@ class TorchRunner:
         if self.mode == "train":
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast():
-                logits = self.model(x)
-            F.cross_entropy(logits.float(), y).backward()
+                outputs = self.model(x)
+            # a segmentation model with auxiliary heads returns (main, *aux) in training: every head's loss counts
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            sum(F.cross_entropy(o.float(), y) for o in outputs).backward()
             self.optimizer.step()
         else:
             with torch.inference_mode(), self.autocast():
@@ -112,7 +114,9 @@ class TorchBackend(Backend):
         num_classes = getattr(model, "num_classes", None) or overrides.get("num_classes") or entry.cfg.num_classes
         gen = torch.Generator().manual_seed(cfg.seed)
         x = torch.randn(shape, generator=gen).to(device)
-        y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+        # targets: a class per image, or per pixel for a segmentation model (its logits are (B, K, H, W))
+        target_shape = (batch, size, size) if entry.task == "segmentation" else (batch,)
+        y = torch.randint(0, num_classes, target_shape, generator=gen).to(device)
 
         ref_runner = None
         if cfg.reference:

@@ -1,4 +1,5 @@
-"""``convmixer data show``: a PNG grid of training samples before and after augmentation, to see the recipe."""
+"""``convmixer data show``: a PNG grid of training samples before and after augmentation, to see the recipe.
+Segmentation samples are drawn with their masks laid over them in the VOC palette, with a legend."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     data_sub.required = True
     s = data_sub.add_parser("show", help="write a PNG of original and augmented training samples with labels")
     s.add_argument("--dataset", default="fashion_mnist",
-                   help="fashion_mnist (default), mnist, cifar10, cifar100, folder or synthetic")
+                   help="fashion_mnist (default), mnist, cifar10, cifar100, folder, synthetic, fashion_mnist_scenes, "
+                        "seg_folder or voc (any registered dataset)")
     s.add_argument("--root", help="dataset location (default: search $CONVMIXER_DATA, the cache, system dirs)")
     s.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
-    s.add_argument("--augment", default="paper", help="preset: paper (default), light or none")
+    s.add_argument("--augment", help="preset: paper, light, none or segmentation (default: paper, or segmentation "
+                                     "for a segmentation dataset)")
     s.add_argument("--randaugment", help="RandAugment spec, e.g. rand-m9-mstd0.5-inc1 ('' = off)")
     s.add_argument("--crop", choices=("rrc", "pad", "none"), help="crop kind")
     s.add_argument("--hflip", type=float, help="horizontal flip probability")
@@ -42,11 +45,19 @@ def _label(targets, classes: list[str], k: int = 2) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    import torch
     from matplotlib.figure import Figure
 
-    from ..data import DataConfig, augment_preset, build_data, denormalize
+    from ..data import (
+        DataConfig,
+        augment_preset,
+        build_data,
+        denormalize,
+        get_dataset_info,
+    )
     from ..data.seeding import generator
     from ..errors import ConfigError
+    from ..data.palette import overlay
     from ..io import atomic_write
 
     if not 1 <= args.num <= 256:
@@ -54,9 +65,11 @@ def run_show(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".png"):
         raise ConfigError(f"--out must name a .png file, got {args.out!r}")
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    aug = augment_preset(args.augment, **overrides)
     data = DataConfig(dataset=args.dataset, root=args.root, download=not args.no_download,
                       image_size=args.image_size, batch_size=args.num, eval_batch_size=args.num, workers=0).validate()
+    segmentation = get_dataset_info(args.dataset).task == "segmentation"
+    args.augment = args.augment or ("segmentation" if segmentation else "paper")
+    aug = augment_preset(args.augment, **overrides)
     dm = build_data(data, aug, device="cpu", seed=args.seed)
     images, labels = next(dm.train_loader.iterate(0))
     # the draws of training step 0 on rank 0 with this seed: the picture shows what training sees first
@@ -65,21 +78,43 @@ def run_show(args: argparse.Namespace) -> int:
 
     cols = min(args.num, 8)
     rows = math.ceil(args.num / cols)
-    fig = Figure(figsize=(1.6 * cols, 3.9 * rows))
+    fig = Figure(figsize=(1.6 * cols, 3.9 * rows + (0.5 if segmentation else 0)))
     fig.suptitle(f"{dm.name}: top = original, bottom = augmented ({args.augment}"
                  f"{', ' + ', '.join(f'{k}={v}' for k, v in overrides.items()) if overrides else ''})", fontsize=9)
     cmap = "gray" if dm.in_chans == 1 else None
     for i in range(args.num):
         r, c = divmod(i, cols)
-        for row, img, title in ((2 * r, images[i].float() / 255, dm.classes[int(labels[i])][:14]),
-                                (2 * r + 1, shown[i], _label(targets[i], dm.classes))):
+        if segmentation:
+            panels = ((2 * r, overlay(images[i].float() / 255, labels[i]), "original"),
+                      (2 * r + 1, overlay(shown[i], targets[i]), "augmented"))
+        else:
+            panels = ((2 * r, images[i].float() / 255, dm.classes[int(labels[i])][:14]),
+                      (2 * r + 1, shown[i], _label(targets[i], dm.classes)))
+        for row, img, title in panels:
             ax = fig.add_subplot(2 * rows, cols, row * cols + c + 1)
-            pixels = img[0] if dm.in_chans == 1 else img.permute(1, 2, 0)
+            pixels = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
             ax.imshow(pixels.numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(title, fontsize=7)
             ax.axis("off")
-    fig.tight_layout()
+    if segmentation:
+        _legend(fig, dm.classes, torch.cat([labels.flatten().long(), targets.flatten()]))
+        fig.tight_layout(rect=(0, 0.5 / (3.9 * rows + 0.5), 1, 1))
+    else:
+        fig.tight_layout()
     with atomic_write(args.out) as f:
         fig.savefig(f, format="png", dpi=100)
     print(f"wrote {args.out}: {args.num} samples of {dm.describe()}")
     return 0
+
+
+def _legend(fig, classes: list[str], values) -> None:
+    """A legend at the bottom of ``fig``: the colour and name of every class that occurs in ``values``."""
+    from matplotlib.patches import Patch
+
+    from ..data.palette import voc_palette
+
+    palette = voc_palette()
+    present = sorted({int(v) for v in values.unique()})
+    handles = [Patch(facecolor=[c / 255 for c in palette[v]], edgecolor="black", linewidth=0.5,
+                     label=classes[v] if v < len(classes) else "ignore") for v in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)

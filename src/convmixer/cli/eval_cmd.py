@@ -1,4 +1,5 @@
-"""``convmixer eval``: accuracy of a checkpoint on a dataset, with per-class results and a confusion matrix.
+"""``convmixer eval``: a checkpoint's figures on a dataset (classification: top-1/top-5 and per-class accuracy;
+segmentation: mIoU, pixel accuracy and per-class IoU), with the confusion matrix as JSON and a plot.
 
     convmixer eval --checkpoint runs/<name>/best.pt                        # the data it was trained on
     convmixer eval --checkpoint convmixer_1536_20_ks9_p7.pth.tar --model convmixer_1536_20 \\
@@ -13,7 +14,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1, top-5, per-class accuracy, confusion matrix")
+    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5 or mIoU, per-class figures, confusion matrix")
     p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt), weights (.safetensors), or a "
                                                        "released paper file (.pth.tar, give --model)")
     p.add_argument("--model", help="registry name, for files that do not record it (the released weights)")
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import build_data
     from ..data.config import DataConfig, no_augment
+    from ..data.registry import get_dataset_info
     from ..errors import ConfigError
     from ..fast import FastOptions, apply_plan, plan_execution
     from ..io import atomic_write, check_output_path
@@ -64,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     data_cfg = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in base.items() if k in known})
     test_flip = info.test_flip if args.test_flip is None else args.test_flip
     data = build_data(data_cfg.validate(), no_augment(test_flip=test_flip), device=device, seed=0, train=False)
+    task = get_task(info.task)
+    data_task = get_dataset_info(dataset).task
+    if data_task != info.task:
+        raise ConfigError(f"the model is a {info.task} model but {dataset} is a {data_task} dataset")
     if data.num_classes != info.num_classes:
         raise ConfigError(f"the model predicts {info.num_classes} classes but {dataset} has {data.num_classes}")
     if data.in_chans != info.in_chans:
@@ -72,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_execution(model, mode="infer", device=device, input_shape=shape, options=FastOptions(plain=args.plain))
     apply_plan(model, plan)
     prepare = lambda images: plan.prepare_input(data.normalize(images))  # noqa: E731
-    task = get_task("classification")
     result = task.evaluate(model, data, prepare, autocast=plan.autocast(), progress=True)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="input height = width (default: the model's)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="ONNX: dynamic batch axis (default); --no-dynamic-batch fixes it to 1")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="ONNX: dynamic height and width axes too (checked at --image-size and one pixel more)")
     p.add_argument("--ema", action="store_true", help="export the EMA weights stored in the checkpoint")
     p.add_argument("--opset", type=int, help="ONNX opset, 17 or newer (default: 18)")
     p.add_argument("--input-dtype", choices=("uint8", "float32"), default="uint8",
@@ -43,15 +45,17 @@ def run(args: argparse.Namespace) -> int:
 
     report = export_checkpoint(args.checkpoint, args.out, fmt=args.fmt, model_name=args.model,
                                image_size=args.image_size, dynamic_batch=args.dynamic_batch, use_ema=args.ema,
-                               opset=args.opset, input_dtype=args.input_dtype, check=args.check, atol=args.atol)
+                               opset=args.opset, input_dtype=args.input_dtype, check=args.check, atol=args.atol,
+                               dynamic_size=args.dynamic_size)
     if args.json:
         print(json.dumps(report.as_dict()))
         return 0
     shape = ", ".join(str(d) for d in report.input_shape)
+    output = ", ".join(str(d) for d in report.metadata.get("output_shape", ["batch", report.num_classes]))
     what = f"ONNX opset {report.opset}" if report.format == "onnx" else "TorchScript"
     print(f"wrote {report.path} ({what}, {report.bytes / 2**20:.1f} MiB, {report.seconds:.1f} s): "
           f"{report.model_name or 'ConvMixer'}, input images {report.input_dtype} ({shape}) "
-          f"{'0..255' if report.input_dtype == 'uint8' else '0..1'}, output logits (batch, {report.num_classes}); "
+          f"{'0..255' if report.input_dtype == 'uint8' else '0..1'}, output logits ({output}); "
           "normalization folded in")
     if report.agreement is not None:
         print(f"check vs PyTorch on {report.agreement.images} random images: {report.agreement.describe()}")

@@ -9,7 +9,8 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'convmixer_1536*'")
-    p.add_argument("--family", help="only this family (convmixer, resnet, vit, ...)")
+    p.add_argument("--family", help="only this family (convmixer, resnet, vit, unet, ...)")
+    p.add_argument("--task", help="only models for this task (classification, segmentation)")
     p.set_defaults(func=run_list)
 
     p = sub.add_parser("info", help="parameters, MACs, FLOPs and activation memory of a model")
@@ -22,15 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ..data.registry import TASKS
+    from ..errors import ConfigError
     from ..models import get_model_entry, list_models
 
-    names = list_models(args.pattern, family=args.family)
+    if args.task is not None and args.task not in TASKS:
+        raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {args.task!r}")
+    names = list_models(args.pattern, family=args.family, task=args.task)
     width = max((len(n) for n in names), default=0)
     for name in names:
         entry = get_model_entry(name)
         top1 = f"  top-1 {entry.cfg.top1:.2f}%" if entry.cfg.top1 else ""
+        task = f"  {entry.task}" if entry.task != "classification" else ""
         size = "x".join(map(str, entry.cfg.input_size[1:]))
-        print(f"{name:<{width}}  {entry.description:<34} {size:>7} {entry.cfg.num_classes:>5} classes{top1}")
+        print(f"{name:<{width}}  {entry.description:<34} {size:>7} {entry.cfg.num_classes:>5} classes{top1}{task}")
     return 0
 
 
@@ -57,7 +63,7 @@ def run_info(args: argparse.Namespace) -> int:
     if size < 1 or size < patch:
         raise ConfigError(f"--image-size {size} is smaller than {args.name}'s patch size {patch}")
     prof = profile_model(model, (chans, size, size))
-    info = {"model": args.name, "description": entry.description, **prof.as_dict()}
+    info = {"model": args.name, "description": entry.description, "task": entry.task, **prof.as_dict()}
     if hasattr(model, "patch_size"):
         grid = size // model.patch_size
         info["tokens"] = f"{grid}x{grid}"
@@ -68,6 +74,7 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     rows = [
         ("model", f"{args.name} ({entry.description})"),
+        ("task", entry.task),
         ("input", "x".join(map(str, info["input_size"]))),
         ("parameters", f"{prof.params:,}"),
         ("MACs / image", f"{prof.macs:,} ({_human(prof.macs)})"),

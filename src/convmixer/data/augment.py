@@ -3,7 +3,7 @@
 ``Augment(images uint8 (B, C, H, W), labels int64 (B,), generator)`` returns float32 normalized images
 (B, C, S, S) and float32 soft targets (B, K), in timm's order:
 
-    crop (random resized crop | pad-and-crop | none) -> horizontal flip -> RandAugment
+    crop (random resized crop | pad-and-crop | none) -> horizontal flip -> brightness/contrast jitter -> RandAugment
     -> scale to 0..1 and normalize by mean/std -> random erasing -> mixup / CutMix + label smoothing
 
 Crop, flip and RandAugment work on float32 pixels that stay integers in 0..255 (Pillow's uint8 arithmetic);
@@ -94,6 +94,14 @@ def random_resized_crop(
     ``resize(box=...)`` (antialiased when shrinking) with two batched matrix products."""
     b, c, h, w = x.shape
     top, left, ch, cw = rrc_boxes(b, h, w, scale, ratio, generator, x.device)
+    return resize_boxes(x, top, left, ch, cw, size, interpolation, generator)
+
+
+def resize_boxes(x: Tensor, top: Tensor, left: Tensor, ch: Tensor, cw: Tensor, size: int, interpolation: str,
+                 generator: torch.Generator) -> Tensor:
+    """Box (top, left, ch, cw) of each image of ``x`` resized to ``size`` x ``size``: antialiased bilinear or
+    bicubic ("random": one or the other per image, drawn from ``generator``), or nearest."""
+    b = x.shape[0]
     if interpolation == "random":  # timm's training default: bilinear or bicubic, per image
         cubic = torch.rand(b, generator=generator, device=x.device) < 0.5
     else:
@@ -105,26 +113,52 @@ def random_resized_crop(
     return ops.resized_crop(x, top, left, ch, cw, size, cubic)
 
 
-def pad_crop(x: Tensor, padding: int, generator: torch.Generator, mode: str = "reflect") -> Tensor:
-    """Random translate by up to ``padding`` px per axis (pad, then crop the original size at a random offset).
-    ``mode`` "reflect" mirrors the border in (airbench), "zeros" fills it with black."""
+def pad_shifts(n: int, padding: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    """(2, n) random offsets (rows, columns) in 0..2 * padding of the pad-and-crop window, per image."""
+    return torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=device)
+
+
+def shifted_crop(x: Tensor, padding: int, shift: Tensor, mode: str = "reflect", value: float = 0.0) -> Tensor:
+    """Pad ``x`` (B, C, H, W) by ``padding`` on every side ("reflect", or "zeros": the constant ``value``) and take
+    the H x W window at offset ``shift`` (2, B) of each image."""
     b, c, h, w = x.shape
-    if padding == 0:
-        return x
-    shift = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=x.device)
     if mode == "reflect" and (padding >= h or padding >= w):
         raise ConfigError(f"crop_padding {padding} must be smaller than the image ({h}x{w}) for reflect padding")
-    padded = F.pad(x, (padding,) * 4, mode="reflect" if mode == "reflect" else "constant")
+    padded = F.pad(x, (padding,) * 4, mode="reflect" if mode == "reflect" else "constant", value=value)
     rows = (shift[0][:, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * padding)
     x = padded.gather(2, rows)
     cols = (shift[1][:, None] + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
     return x.gather(3, cols)
 
 
+def pad_crop(x: Tensor, padding: int, generator: torch.Generator, mode: str = "reflect") -> Tensor:
+    """Random translate by up to ``padding`` px per axis (pad, then crop the original size at a random offset).
+    ``mode`` "reflect" mirrors the border in (airbench), "zeros" fills it with black."""
+    if padding == 0:
+        return x
+    return shifted_crop(x, padding, pad_shifts(x.shape[0], padding, generator, x.device), mode)
+
+
 def random_hflip(x: Tensor, prob: float, generator: torch.Generator) -> Tensor:
     """Mirror each image left-right with probability ``prob``."""
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < prob
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return flip_where(x, flip_draws(x.shape[0], prob, generator, x.device))
+
+
+def flip_draws(n: int, prob: float, generator: torch.Generator, device: torch.device) -> Tensor:
+    """(n,) bool: which images of a batch are mirrored."""
+    return torch.rand(n, generator=generator, device=device) < prob
+
+
+def flip_where(x: Tensor, flip: Tensor) -> Tensor:
+    """``x`` (B, ...) mirrored along its last axis where ``flip`` (B,) is set."""
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
+def brightness_contrast(x: Tensor, strength: float, generator: torch.Generator) -> Tensor:
+    """Per image, Pillow-style Brightness then Contrast with factors uniform in [1 - strength, 1 + strength]
+    (0..255 float pixels in and out)."""
+    factors = torch.empty((2, x.shape[0]), device=x.device).uniform_(1 - strength, 1 + strength, generator=generator)
+    return ops.contrast(ops.brightness(x, factors[0]), factors[1])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,7 +210,22 @@ def random_erasing(
 # ----------------------------------------------------------------------------------------------------------------
 # The whole recipe
 # ----------------------------------------------------------------------------------------------------------------
-class Augment:
+class BatchTransform:
+    """What every training transform of a dataset holds: its validated AugmentConfig (``cfg``), the classes, the
+    normalization statistics and the image shape it produces."""
+
+    def __init__(self, cfg: AugmentConfig, *, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 in_chans: int, image_size: int) -> None:
+        if len(mean) != in_chans or len(std) != in_chans:
+            raise ConfigError(f"mean {mean} / std {std} need {in_chans} values, one per channel")
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.in_chans = in_chans
+        self.image_size = image_size
+
+
+class Augment(BatchTransform):
     """The training transform of one dataset: see the module docstring.
 
     ``crop_in_loader``: folder data is already random-resized-cropped to ``image_size`` by the loader's
@@ -188,13 +237,7 @@ class Augment:
         self, cfg: AugmentConfig, *, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
         in_chans: int, image_size: int, crop_in_loader: bool = False,
     ) -> None:
-        if len(mean) != in_chans or len(std) != in_chans:
-            raise ConfigError(f"mean {mean} / std {std} need {in_chans} values, one per channel")
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.in_chans = in_chans
-        self.image_size = image_size
+        super().__init__(cfg, num_classes=num_classes, mean=mean, std=std, in_chans=in_chans, image_size=image_size)
         self.crop_in_loader = crop_in_loader
         spec = parse_randaugment(cfg.randaugment)
         fill = cfg.fill if cfg.fill is not None else tuple(min(255, round(255 * m)) for m in mean)
@@ -210,6 +253,7 @@ class Augment:
     def __repr__(self) -> str:
         c = self.cfg
         parts = [f"crop={'loader' if self.crop_in_loader else c.crop}", f"hflip={c.hflip}",
+                 *([f"jitter={c.jitter}"] if c.jitter else []),
                  f"randaugment={c.randaugment or 'off'}", f"erase={c.erase_prob}",
                  f"mixup={c.mixup_alpha}", f"cutmix={c.cutmix_alpha}", f"smoothing={c.label_smoothing}"]
         return f"Augment({', '.join(parts)})"
@@ -229,6 +273,8 @@ class Augment:
             raise InputShapeError(f"images are {tuple(x.shape[-2:])} but the pipeline's image_size is {s}")
         if cfg.hflip > 0:
             x = random_hflip(x, cfg.hflip, generator)
+        if cfg.jitter > 0:
+            x = brightness_contrast(x, cfg.jitter, generator)
         if self.randaugment is not None:
             x = self.randaugment(x, generator)
         return x

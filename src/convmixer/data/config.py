@@ -100,6 +100,8 @@ class AugmentConfig:
     pad_mode: str = "reflect"  # pad: "reflect" or "zeros" for the uncovered border
     interpolation: str = "random"  # rrc and RandAugment geometry: "random" (bilinear or bicubic per image) or one
     hflip: float = 0.5  # probability of a horizontal flip, per image
+    jitter: float = 0.0  # brightness and contrast factors uniform in [1 - jitter, 1 + jitter] per image (pixels
+    # only, never masks; after the flip, before RandAugment); 0 = off
     randaugment: str = "rand-m9-mstd0.5-inc1"  # timm-style spec: m magnitude, n ops, mstd, mmax, inc, p; "" = off
     fill: tuple[int, ...] | None = None  # RandAugment geometry fill per channel 0..255; None = round(255 * mean)
     mixup_alpha: float = 0.5  # mixup Beta(alpha, alpha); 0 = off
@@ -135,7 +137,7 @@ class AugmentConfig:
         interps = ("random", *INTERPOLATIONS)
         _check(self.interpolation in interps,
                f"unknown interpolation {self.interpolation!r}; choose one of {', '.join(interps)}")
-        for name in ("hflip", "mix_prob", "switch_prob", "erase_prob"):
+        for name in ("hflip", "jitter", "mix_prob", "switch_prob", "erase_prob"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0 <= value <= 1, f"{name} must be in [0, 1], got {value!r}")
         for name in ("mixup_alpha", "cutmix_alpha"):
@@ -166,11 +168,14 @@ def no_augment(**overrides) -> AugmentConfig:
 
 
 # Named recipes for the CLI and configs. "paper": the ImageNet recipe (the defaults). "light": the cheap
-# small-image baseline, random 2 px translate + flip (airbench-style). "none": nothing.
+# small-image baseline, random 2 px translate + flip (airbench-style). "none": nothing. "segmentation": what
+# a mask can follow: random scale-and-crop (a quarter of the area up to all of it), flip, brightness/contrast.
 AUGMENT_PRESETS = {
     "paper": AugmentConfig,
     "light": lambda: no_augment(crop="pad", crop_padding=2, hflip=0.5),
     "none": no_augment,
+    "segmentation": lambda: no_augment(crop="rrc", scale=(0.25, 1.0), interpolation="bilinear", hflip=0.5,
+                                       jitter=0.2),
 }
 
 

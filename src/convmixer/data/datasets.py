@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,12 +36,15 @@ DATA_ENV = "CONVMIXER_DATA"  # directory searched for datasets before the cache
 
 @dataclass
 class ArrayDataset:
-    """A dataset held in memory as tensors."""
+    """A dataset held in memory as tensors: classification (one label per image) or segmentation (a mask per
+    image, registry entries with ``task="segmentation"``)."""
 
     images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,), values in 0..len(classes)-1
+    labels: torch.Tensor  # classification: int64 (N,), values in 0..len(classes)-1; segmentation: uint8 masks
+    # (N, H, W) of class indices 0..len(classes)-1, 255 = ignore (unlabelled, padding)
     classes: list[str]  # class names, index = label
     name: str = ""  # what it is, for messages ("fashion_mnist train")
+    skipped: dict[str, str] = field(default_factory=dict)  # files left out at load (path -> reason): bad pairs
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -49,7 +53,7 @@ class ArrayDataset:
         """The first ``n`` samples (all when ``n`` is None or larger than the dataset)."""
         if n is None or n >= len(self):
             return self
-        return ArrayDataset(self.images[:n], self.labels[:n], self.classes, self.name)
+        return dataclasses.replace(self, images=self.images[:n], labels=self.labels[:n])
 
 
 # ----------------------------------------------------------------------------------------------------------------

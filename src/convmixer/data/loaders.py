@@ -30,6 +30,7 @@ from .folder import (
     SUBSTITUTE_TRIES, FolderEvalSet, FolderSplit, FolderTrainSet, PathTable, collate_decoded, scan_image_folder,
 )
 from .registry import get_dataset_info, list_datasets
+from .seg_augment import SegAugment
 from .seeding import generator
 
 Tensor = torch.Tensor
@@ -150,9 +151,11 @@ class TensorTrainLoader(_TrainLoaderBase):
         super().__init__(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, device=device)
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
+        self.skipped = dataset.skipped  # files left out when the data was loaded (a folder's bad image/mask pairs)
 
     def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
-        """Yield (uint8 (B, C, H, W), int64 (B,)) on the device for batches start_batch.. of ``epoch``."""
+        """Yield (uint8 (B, C, H, W), labels: int64 (B,) or uint8 masks (B, H, W)) on the device for batches
+        start_batch.. of ``epoch``."""
         self._check_start(start_batch)
         plan = self.plan(epoch)[start_batch:].to(self.device)
         for idx in plan:
@@ -206,6 +209,7 @@ class TensorEvalLoader(_EvalLoaderBase):
         super().__init__(len(dataset), batch_size, rank=rank, world_size=world_size, device=device)
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
+        self.skipped = dataset.skipped  # files left out when the data was loaded (a folder's bad image/mask pairs)
 
     def iterate(self) -> Iterator[Batch]:
         for idx in self.indices.to(self.device).split(self.batch_size):
@@ -247,7 +251,9 @@ class DataModule:
     std: tuple[float, ...]  # per-channel std of 0..1 pixels used by normalize
     train_loader: TensorTrainLoader | FolderTrainLoader | None  # None when built with train=False
     eval_loader: TensorEvalLoader | FolderEvalLoader
-    augment: Augment  # (uint8 images, labels, generator) -> (normalized float images, soft targets)
+    augment: Augment | SegAugment  # classification: (uint8 images, labels, generator) -> (normalized float images,
+    # soft targets); segmentation: (uint8 images, uint8 masks, generator) -> (normalized images, int64 masks)
+    task: str = "classification"  # the dataset's task (registry entry): "classification" | "segmentation"
 
     @property
     def num_classes(self) -> int:
@@ -272,14 +278,20 @@ def load_array_dataset(data: DataConfig, split: str) -> ArrayDataset:
 
 
 def resize_dataset(ds: ArrayDataset, size: int, interpolation: str = "bicubic", chunk: int = 4096) -> ArrayDataset:
-    """All images resized to ``size`` x ``size`` once (antialiased), for small data used at another resolution."""
+    """All images resized to ``size`` x ``size`` once (antialiased), for small data used at another resolution;
+    segmentation masks (N, H, W) with them, nearest (a class index is never blended)."""
     if ds.images.shape[-2:] == (size, size):
         return ds
     mode = interpolation if interpolation in ("bilinear", "bicubic") else "nearest-exact"
     kwargs = {"antialias": True, "align_corners": False} if mode != "nearest-exact" else {}
     out = [torch.nn.functional.interpolate(part.float(), size=(size, size), mode=mode, **kwargs)
            .round_().clamp_(0, 255).to(torch.uint8) for part in ds.images.split(chunk)]
-    return dataclasses.replace(ds, images=torch.cat(out) if out else ds.images[:, :, :size, :size])
+    images = torch.cat(out) if out else ds.images[:, :, :size, :size]
+    labels = ds.labels
+    if labels.dim() == 3:  # masks
+        labels = torch.cat([torch.nn.functional.interpolate(part[:, None], size=(size, size), mode="nearest-exact")[:, 0]
+                            for part in labels.split(chunk)]) if len(labels) else labels[:, :size, :size]
+    return dataclasses.replace(ds, images=images, labels=labels)
 
 
 def _stats(data: DataConfig, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -318,12 +330,15 @@ def build_data(data: DataConfig, aug: AugmentConfig, *, device: torch.device | s
         _check_batches(data, len(train_ds), world_size)
         train_loader = TensorTrainLoader(train_ds, data.batch_size, seed=seed, rank=rank, world_size=world_size,
                                          device=device)
+    task = get_dataset_info(data.dataset).task
+    transform = SegAugment if task == "segmentation" else Augment
     return DataModule(
         name=data.dataset, classes=list(eval_ds.classes), in_chans=in_chans, image_size=size, mean=mean, std=std,
         train_loader=train_loader,
         eval_loader=TensorEvalLoader(eval_ds, data.eval_batch_size, rank=rank, world_size=world_size, device=device),
-        augment=Augment(aug, num_classes=len(eval_ds.classes), mean=mean, std=std, in_chans=in_chans,
-                        image_size=size),
+        augment=transform(aug, num_classes=len(eval_ds.classes), mean=mean, std=std, in_chans=in_chans,
+                          image_size=size),
+        task=task,
     )
 
 

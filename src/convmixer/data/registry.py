@@ -30,6 +30,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Facts that a dataset may leave to its DataConfig (see DatasetInfo.config_fields).
 CONFIG_FACTS = ("in_chans", "image_size", "num_classes", "train_size", "eval_size")
+TASKS = ("classification", "segmentation")  # what a dataset's labels are (DatasetInfo.task)
+IGNORE_INDEX = 255  # segmentation masks: the value of pixels that count in neither the loss nor the metrics
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class DatasetInfo:
     # centre-crop (DataConfig.crop_pct=None means this); None: in-memory images are used as they are
     config_fields: Mapping[str, str] = field(default_factory=dict, hash=False)  # fact -> the DataConfig field that
     # sets it, for data whose shape is configured (synthetic: in_chans -> "synthetic_chans", ...)
+    task: str = "classification"  # what a label is: "classification" (one class per image, int64 (N,)) or
+    # "segmentation" (one class per pixel: uint8 masks (N, H, W), 255 = ignore; classes[0] = "background" where the
+    # data has one)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config_fields", MappingProxyType(dict(self.config_fields)))
@@ -89,6 +94,10 @@ class DatasetInfo:
         need(self.loader is None or callable(self.loader) or _split_loader_name(self.loader) is not None,
              f"loader must be a function or 'package.module:function', got {self.loader!r}")
         need(self.crop_pct is None or 0 < self.crop_pct <= 1, "crop_pct must be in (0, 1]")
+        need(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        need(self.task != "segmentation" or self.in_memory, "segmentation data is held in memory; give it a loader")
+        need(self.task != "segmentation" or self.num_classes is None or self.num_classes <= IGNORE_INDEX,
+             f"segmentation masks hold at most {IGNORE_INDEX} classes ({IGNORE_INDEX} = ignore)")
         return self
 
     def for_config(self, data: Any) -> DatasetInfo:
@@ -162,11 +171,13 @@ def list_datasets(*, in_memory: bool | None = None) -> tuple[str, ...]:
 # The built-in datasets. Download locations and file layouts stay with their loaders (datasets.py: IDX_DATASETS,
 # cifar.py: CIFAR_LAYOUT); everything else about a dataset is here.
 # ----------------------------------------------------------------------------------------------------------------
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
 register_dataset(DatasetInfo(
     name="fashion_mnist", title="Fashion-MNIST", in_chans=1, image_size=28, num_classes=10,
     train_size=60_000, eval_size=10_000, mean=(0.2860,), std=(0.3530,), in_memory=True,
-    loader="convmixer.data.datasets:idx_from_config",
-    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    loader="convmixer.data.datasets:idx_from_config", classes=FASHION_MNIST_CLASSES,
 ))
 register_dataset(DatasetInfo(
     name="mnist", title="MNIST", in_chans=1, image_size=28, num_classes=10,
@@ -198,4 +209,24 @@ register_dataset(DatasetInfo(
     config_fields={"in_chans": "synthetic_chans", "image_size": "synthetic_image_size",
                    "num_classes": "synthetic_classes", "train_size": "synthetic_size",
                    "eval_size": "synthetic_eval_size"},
+))
+register_dataset(DatasetInfo(
+    name="fashion_mnist_scenes", title="Fashion-MNIST scenes", in_chans=1, image_size=64, num_classes=11,
+    train_size=20_000, eval_size=4_000, mean=(0.1573,), std=(0.2909,), in_memory=True,
+    loader="convmixer.data.scenes:scenes_from_config", classes=("background", *FASHION_MNIST_CLASSES),
+    task="segmentation",  # 64 x 64 canvases of 1-4 Fashion-MNIST items (scenes.py); masks: 0 background, 1 + label
+))
+register_dataset(DatasetInfo(
+    name="seg_folder", title="segmentation folder", in_chans=3, image_size=256, num_classes=None,
+    train_size=None, eval_size=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=True,
+    loader="convmixer.data.segfolder:seg_folder_from_config", task="segmentation",
+    # root/classes.txt, root/{train,val}/images/*.png|jpg + masks/<stem>.png; loaded whole, longer side -> image_size
+))
+register_dataset(DatasetInfo(
+    name="voc", title="Pascal VOC 2012", in_chans=3, image_size=256, num_classes=21,
+    train_size=1_464, eval_size=1_449, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_memory=True,
+    loader="convmixer.data.segfolder:voc_from_config", task="segmentation",
+    classes=("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+             "tvmonitor"),
 ))

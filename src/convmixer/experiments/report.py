@@ -3,7 +3,10 @@
     results.csv   every figure unrounded, one row per setting
     results.md    the same table, formatted, with what was run and how speed was measured
     acc_vs_kernel.png, acc_vs_patch.png, acc_vs_params.png, acc_vs_throughput.png
-                  test top-1 (mean, error bars = std over seeds); each only where the sweep's axes vary it
+                  the sweep's metric (mean, error bars = std over seeds); each only where the sweep's axes vary it
+
+The metric is the primary test figure of the task the sweep's dataset defines: test top-1 for classification,
+test mIoU for segmentation (:func:`sweep_metric`).
 
 Results come from the run directories (summary.json, checked against the point's settings) and, for runs
 made on other machines that share the storage, from the trials' stored summaries. Parameters and MACs come
@@ -32,6 +35,26 @@ PLOTS = {"kernel": "acc_vs_kernel.png", "patch": "acc_vs_patch.png", "params": "
          "throughput": "acc_vs_throughput.png"}
 
 
+@dataclass(frozen=True)
+class Metric:
+    """The figure a sweep compares: the primary test metric of its task."""
+
+    name: str  # "top1" | "miou": the CSV columns' prefix, summary.json's key without "test_"
+    label: str  # "top-1" | "mIoU": for tables and plots
+
+    @property
+    def key(self) -> str:
+        return f"test_{self.name}"
+
+
+def sweep_metric(cfg) -> Metric:
+    """The metric of the task ``cfg``'s dataset defines."""
+    from ..training.tasks import task_for_config
+
+    primary = task_for_config(cfg).primary
+    return Metric(primary, {"top1": "top-1", "miou": "mIoU"}.get(primary, primary))
+
+
 @dataclass
 class Row:
     setting: str
@@ -41,7 +64,7 @@ class Row:
     kernel_size: int | None
     patch_size: int | None
     seeds: list[int]  # the spec's seeds for this setting
-    top1: dict[int, float] = field(default_factory=dict)  # seed -> test top-1 (%)
+    scores: dict[int, float] = field(default_factory=dict)  # seed -> the sweep's metric (test top-1 or mIoU, %)
     wall: dict[int, float] = field(default_factory=dict)  # seed -> training wall time (s)
     params: int | None = None
     macs: int | None = None
@@ -51,15 +74,15 @@ class Row:
 
     @property
     def n(self) -> int:
-        return len(self.top1)
+        return len(self.scores)
 
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.top1.values()) if self.top1 else None
+        return statistics.fmean(self.scores.values()) if self.scores else None
 
     @property
     def std(self) -> float | None:
-        return statistics.stdev(self.top1.values()) if len(self.top1) > 1 else None
+        return statistics.stdev(self.scores.values()) if len(self.scores) > 1 else None
 
     @property
     def wall_mean(self) -> float | None:
@@ -83,7 +106,7 @@ def collect(points: list[Point], sweep_dir: Path, stored: dict[str, dict[str, An
         summary = read_summary(p, sweep_dir) if local_state(p, sweep_dir) == "done" else None
         if summary is None and stored:
             summary = stored.get(p.id)
-        if summary is not None and summary.get("test_top1") is not None:
+        if summary is not None and summary.get(sweep_metric(p.cfg).key) is not None:
             found[p.id] = summary
     return found
 
@@ -109,7 +132,7 @@ def build_rows(spec: SweepSpec, points: list[Point], summaries: dict[str, dict],
         row.seeds.append(p.seed)
         summary = summaries.get(p.id)
         if summary is not None:
-            row.top1[p.seed] = float(summary["test_top1"])
+            row.scores[p.seed] = float(summary[sweep_metric(p.cfg).key])
             if summary.get("wall_time_s") is not None:
                 row.wall[p.seed] = float(summary["wall_time_s"])
     return list(rows.values())
@@ -163,12 +186,13 @@ def make_report(spec: SweepSpec, points: list[Point], sweep_dir: Path, *, stored
     cache = ArchCache(sweep_dir / "architectures.json")
     rows = build_rows(spec, points, summaries, cache, throughput=throughput, log=log)
     keys = spec.swept_keys()
+    metric = sweep_metric(points[0].cfg) if points else Metric("top1", "top-1")
     files = [sweep_dir / "results.csv", sweep_dir / "results.md"]
     with atomic_write(files[0], "w") as f:
-        f.write(to_csv(rows, keys, spec))
-    plots = write_plots(spec, rows, keys, sweep_dir, quick)
+        f.write(to_csv(rows, keys, spec, metric))
+    plots = write_plots(spec, rows, keys, sweep_dir, quick, metric)
     files += plots
-    markdown = to_markdown(spec, points, rows, keys, summaries, plots, quick, command)
+    markdown = to_markdown(spec, points, rows, keys, summaries, plots, quick, command, metric)
     with atomic_write(files[1], "w") as f:
         f.write(markdown)
     return Report(markdown, files, rows)
@@ -185,17 +209,18 @@ def _columns(spec: SweepSpec, keys: list[str]) -> list[tuple[str, Callable[[Row]
     return cols
 
 
-def to_csv(rows: list[Row], keys: list[str], spec: SweepSpec) -> str:
+def to_csv(rows: list[Row], keys: list[str], spec: SweepSpec, metric: Metric = Metric("top1", "top-1")) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     cols = _columns(spec, keys)
     writer.writerow(["setting", "model", *(c for c, _ in cols), "params", "macs", "train_images_per_s",
-                     "infer_images_per_s", "top1_mean", "top1_std", "n_seeds", "seeds", "top1_per_seed",
+                     "infer_images_per_s", f"{metric.name}_mean", f"{metric.name}_std", "n_seeds", "seeds",
+                     f"{metric.name}_per_seed",
                      "wall_time_s_mean"])
     for r in rows:
         writer.writerow([r.setting, r.model, *(_plain(fn(r)) for _, fn in cols), _plain(r.params), _plain(r.macs),
                          _num(r.train_ips, 1), _num(r.infer_ips, 1), _num(r.mean, 4), _num(r.std, 4), r.n,
-                         " ".join(map(str, sorted(r.top1))), " ".join(f"{r.top1[s]:.2f}" for s in sorted(r.top1)),
+                         " ".join(map(str, sorted(r.scores))), " ".join(f"{r.scores[s]:.2f}" for s in sorted(r.scores)),
                          _num(r.wall_mean, 1)])
     return buf.getvalue()
 
@@ -207,22 +232,22 @@ def markdown_table(header: list[str], body: list[list[str]], right: set[int] = f
     return "\n".join(lines)
 
 
-def results_table(spec: SweepSpec, rows: list[Row], keys: list[str]) -> str:
+def results_table(spec: SweepSpec, rows: list[Row], keys: list[str], metric: Metric = Metric("top1", "top-1")) -> str:
     cols = _columns(spec, keys)
     header = ["setting", "model", *(c for c, _ in cols), "params", "MACs", "train img/s", "infer img/s",
-              "top-1 (%)", "n", "wall/run"]
+              f"{metric.label} (%)", "n", "wall/run"]
     body = []
     for r in rows:
-        top1 = "—" if r.mean is None else f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.std is not None else "")
+        score = "—" if r.mean is None else f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.std is not None else "")
         body.append([f"`{r.setting}`", r.model, *(_cell(fn(r)) for _, fn in cols), _count(r.params),
-                     _macs(r.macs), _rate(r.train_ips), _rate(r.infer_ips), top1, f"{r.n}/{len(r.seeds)}",
+                     _macs(r.macs), _rate(r.train_ips), _rate(r.infer_ips), score, f"{r.n}/{len(r.seeds)}",
                      duration(r.wall_mean)])
     first = 2 + len(cols)
     return markdown_table(header, body, right=set(range(first, len(header))))
 
 
 def to_markdown(spec: SweepSpec, points: list[Point], rows: list[Row], keys: list[str], summaries: dict[str, dict],
-                plots: list[Path], quick: bool, command: str | None) -> str:
+                plots: list[Path], quick: bool, command: str | None, metric: Metric = Metric("top1", "top-1")) -> str:
     cfg = points[0].cfg if points else None
     seeds = sorted({p.seed for p in points})
     out = [f"# Sweep `{spec.name}`{' (quick form)' if quick else ''}", ""]
@@ -239,8 +264,9 @@ def to_markdown(spec: SweepSpec, points: list[Point], rows: list[Row], keys: lis
                      + (f" on {cfg.data.train_subset:,} training images" if cfg.data.train_subset else "")
                      + (f", evaluated on {evals:,} test images" if evals else ""))
     facts.append(f"{len(rows)} settings x seeds {seeds}: {done}/{len(points)} runs done")
-    out += ["; ".join(facts) + ".", "", results_table(spec, rows, keys), ""]
-    out += ["top-1: test accuracy after the last epoch, mean ± sample standard deviation over the seeds that "
+    out += ["; ".join(facts) + ".", "", results_table(spec, rows, keys, metric), ""]
+    what = "test accuracy" if metric.name == "top1" else f"test {metric.label}"
+    out += [f"{metric.label}: {what} after the last epoch, mean ± sample standard deviation over the seeds that "
             "finished (n of the planned seeds). MACs: multiply-accumulates per image, forward, at the data's input "
             "size. Equal parameter counts do not mean equal compute: compare the MACs and speed columns too. "
             "wall/run: training time of one run, evaluation and start-up excluded.", ""]
@@ -256,22 +282,24 @@ def to_markdown(spec: SweepSpec, points: list[Point], rows: list[Row], keys: lis
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def write_plots(spec: SweepSpec, rows: list[Row], keys: list[str], sweep_dir: Path, quick: bool) -> list[Path]:
+def write_plots(spec: SweepSpec, rows: list[Row], keys: list[str], sweep_dir: Path, quick: bool,
+                metric: Metric = Metric("top1", "top-1")) -> list[Path]:
     """The plots the sweep's axes make meaningful; returns their paths."""
     done = [r for r in rows if r.mean is not None]
-    title = f"{spec.name}{' (quick)' if quick else ''}: test top-1, mean ± std over seeds"
+    title = f"{spec.name}{' (quick)' if quick else ''}: test {metric.label}, mean ± std over seeds"
+    ylabel = f"test {metric.label} (%)"
     written = []
     for axis, key, attr, label in (("kernel", "model.kernel_size", "kernel_size", "depthwise kernel size k (px)"),
                                    ("patch", "model.patch_size", "patch_size", "patch size p (px)")):
         pts = [r for r in done if getattr(r, attr) is not None]
         if key in keys and len({getattr(r, attr) for r in pts}) >= 2:
-            written.append(_line_plot(pts, attr, key, label, title, sweep_dir / PLOTS[axis]))
+            written.append(_line_plot(pts, attr, key, label, title, ylabel, sweep_dir / PLOTS[axis]))
     if len({r.params for r in done if r.params}) >= 2:
-        written.append(_scatter([r for r in done if r.params], lambda r: r.params, "parameters", title,
+        written.append(_scatter([r for r in done if r.params], lambda r: r.params, "parameters", title, ylabel,
                                 sweep_dir / PLOTS["params"]))
     fast = [r for r in done if r.infer_ips]
     if len(fast) >= 2:
-        written.append(_scatter(fast, lambda r: r.infer_ips, "inference throughput (images/s)", title,
+        written.append(_scatter(fast, lambda r: r.infer_ips, "inference throughput (images/s)", title, ylabel,
                                 sweep_dir / PLOTS["throughput"]))
     return written
 
@@ -297,9 +325,9 @@ def _figure():
     return plt, fig, ax
 
 
-def _save(plt, fig, ax, title: str, path: Path) -> Path:
+def _save(plt, fig, ax, title: str, ylabel: str, path: Path) -> Path:
     ax.set_title(title, fontsize=9)
-    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_write(path) as f:
@@ -308,7 +336,7 @@ def _save(plt, fig, ax, title: str, path: Path) -> Path:
     return path
 
 
-def _line_plot(rows: list[Row], attr: str, key: str, xlabel: str, title: str, path: Path) -> Path:
+def _line_plot(rows: list[Row], attr: str, key: str, xlabel: str, title: str, ylabel: str, path: Path) -> Path:
     plt, fig, ax = _figure()
     groups: dict[str, list[Row]] = {}
     for r in rows:
@@ -320,7 +348,7 @@ def _line_plot(rows: list[Row], attr: str, key: str, xlabel: str, title: str, pa
     ax.set_xlabel(xlabel)
     ax.set_xticks(sorted({getattr(r, attr) for r in rows}))
     ax.legend(fontsize=8)
-    return _save(plt, fig, ax, title, path)
+    return _save(plt, fig, ax, title, ylabel, path)
 
 
 def axis_scale(values: list[float]) -> str:
@@ -328,7 +356,7 @@ def axis_scale(values: list[float]) -> str:
     return "log" if values and min(values) > 0 and max(values) / min(values) >= 3 else "linear"
 
 
-def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str, path: Path) -> Path:
+def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str, ylabel: str, path: Path) -> Path:
     from matplotlib.ticker import EngFormatter, NullFormatter
 
     plt, fig, ax = _figure()
@@ -342,7 +370,7 @@ def _scatter(rows: list[Row], x: Callable[[Row], float], xlabel: str, title: str
         xlabel += " (log scale)"
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1M
     ax.set_xlabel(xlabel)
-    return _save(plt, fig, ax, title, path)
+    return _save(plt, fig, ax, title, ylabel, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------

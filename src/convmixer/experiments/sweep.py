@@ -5,8 +5,8 @@
     study     named after the sweep and a digest of its points, so an edited spec starts a new study (the
               run directories of unchanged points are still found and reused).
     trial     Optuna's ``study.optimize(n_trials=1)`` runs one trial: it asks the sampler for a point, records a
-              heartbeat while the objective trains it, and stores the outcome (COMPLETE with the test top-1
-              as the value and the run's summary as a user attribute, or FAIL).
+              heartbeat while the objective trains it, and stores the outcome (COMPLETE with the test metric,
+              top-1 or mIoU, as the value and the run's summary as a user attribute, or FAIL).
     sampler   :class:`PointSampler` hands a new trial a point that is neither done nor being run by a live
               trial. Optuna's GridSampler is not used: it counts a failed or interrupted point as visited for
               good, so an interrupted run would never be resumed, and it hands out duplicates by design.
@@ -43,6 +43,7 @@ from ..errors import ConfigError, ConvMixerError, first_line
 from ..training.rundir import write_json
 from .claims import ClaimTable, engine_kwargs
 from .costs import duration
+from .report import sweep_metric
 from .spec import Point, SweepSpec
 
 DONE = ("trained", "found")  # trial statuses that mean the point has its result
@@ -404,15 +405,17 @@ class Sweep:
             self.result.failed[pid] = message
             self.log(f"{pid}: FAILED: {message}")
             raise PointFailed(message) from e
-        top1 = summary.get("test_top1")
-        if top1 is None:
-            raise PointFailed(f"{pid}: the run finished without a test top-1 in {run_dir / 'summary.json'}")
+        metric = sweep_metric(point.cfg)
+        score = summary.get(metric.key)
+        if score is None:
+            raise PointFailed(f"{pid}: the run finished without a test {metric.label} in {run_dir / 'summary.json'}")
         trial.set_user_attr("summary", summary)
         trial.set_user_attr("status", status)
         (self.result.trained if status == "trained" else self.result.found).append(pid)
         if status == "trained":
-            self.log(f"{pid}: test top-1 {top1:.2f}% (training {duration(summary.get('wall_time_s'))}) -> {run_dir}")
-        return float(top1)
+            self.log(f"{pid}: test {metric.label} {score:.2f}% (training {duration(summary.get('wall_time_s'))}) "
+                     f"-> {run_dir}")
+        return float(score)
 
     def _train(self, point: Point) -> tuple[str, dict[str, Any]]:
         from ..training.engine import Trainer

@@ -27,7 +27,7 @@ def first_reach(points: list[dict[str, Any]], metric: str, target: float) -> dic
     for point in points:
         value = point["metrics"].get(metric)
         if value is not None and value >= target:
-            return {"images": point["images"], "train_s": point["train_s"], "epoch": point["epoch"], "top1": value}
+            return {"images": point["images"], "train_s": point["train_s"], "epoch": point["epoch"], "value": value}
     return None
 
 
@@ -35,12 +35,12 @@ def run_recipe(config: str, overrides: list[str], *, eval_every: int, out_dir: P
                log=print) -> dict[str, Any]:
     """Train ``config`` with ``overrides`` and evaluate every ``eval_every`` training images (and at the end).
 
-    Returns {"points": [{"images", "train_s", "epoch", "metrics": {name: top-1 %}}], "summary", "plan"}; the
-    metric names are ``model``, ``model_flip`` and, with an EMA, ``ema`` and ``ema_flip``.
+    Returns {"points": [{"images", "train_s", "epoch", "metrics": {name: %}}], "summary", "plan"}: the task's
+    primary metric (classification: test top-1, segmentation: test mIoU) of ``model``, ``model_flip`` and, with an
+    EMA, ``ema`` and ``ema_flip``.
     """
     from ..training.config import load_config
     from ..training.engine import Trainer
-    from ..training.tasks.classification import FlipAverage, evaluate
 
     cfg = load_config(config, [*overrides, f"run.out_dir={out_dir}", "run.name=tta", "run.progress=false",
                                "run.tensorboard=false", "run.checkpoint_minutes=0", "run.eval_every=1000000"])
@@ -56,12 +56,11 @@ def run_recipe(config: str, overrides: list[str], *, eval_every: int, out_dir: P
         models = {"model": trainer.model}
         if trainer.ema is not None:
             models["ema"] = trainer.ema.module
-        metrics = {}
+        metrics, task = {}, trainer.task
         for name, model in models.items():
-            for suffix, wrapped in (("", model), ("_flip", FlipAverage(model))):
-                result = evaluate(wrapped, data.eval_loader.iterate(), prepare, data.num_classes,
-                                  trainer.plan.autocast())
-                metrics[name + suffix] = round(result.top1, 2)
+            for suffix, flip in (("", False), ("_flip", True)):
+                result = task.evaluate(model, data, prepare, autocast=trainer.plan.autocast(), test_flip=flip)
+                metrics[name + suffix] = round(result.as_dict()[f"eval_{task.primary}"], 2)
         epoch = p.epoch + p.batch / max(len(data.train_loader), 1)
         points.append({"images": p.images, "train_s": round(p.elapsed, 2), "epoch": round(epoch, 3),
                        "metrics": metrics})

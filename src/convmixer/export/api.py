@@ -39,6 +39,8 @@ class ExportReport:
             a = self.agreement
             out["check"] = {"images": a.images, "max_abs_diff": a.max_abs_diff, "max_rel_diff": a.max_rel_diff,
                             "logit_scale": a.logit_scale, "top1_agree": a.top1_agree}
+            if a.pixels_differ is not None:
+                out["check"]["pixels_differ"] = a.pixels_differ
         return out
 
 
@@ -54,11 +56,16 @@ def check_image_size(image_size: Any, patch_size: int, name: str) -> int:
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, fmt: str = "onnx",
                       model_name: str | None = None, image_size: int | None = None, dynamic_batch: bool = True,
                       use_ema: bool = False, opset: int | None = None, input_dtype: str = "uint8",
-                      check: bool = True, atol: float = DEFAULT_ATOL, seed: int = 0) -> ExportReport:
+                      check: bool = True, atol: float = DEFAULT_ATOL, seed: int = 0,
+                      dynamic_size: bool = False) -> ExportReport:
     """Load ``checkpoint`` (any layout :func:`convmixer.inference.load_for_inference` reads), fold it, export it to
     ``out`` as ``fmt`` ("onnx" | "torchscript") and, with ``check``, compare the export with the original PyTorch
     model on a random uint8 batch before writing: a mismatch beyond ``atol`` (relative to the logit scale when the
-    logits exceed 1) or any top-1 disagreement raises :class:`ExportError` and writes nothing.
+    logits exceed 1) or any top-1 disagreement (a segmentation model's: any pixel's argmax) raises
+    :class:`ExportError` and writes nothing.
+
+    A segmentation model exports the same way; its output is (batch, num_classes, height, width). ``dynamic_size``
+    (ONNX only) makes height and width dynamic axes; the check then also runs at ``image_size + 1``.
     """
     from ..inference import load_for_inference
     from .folded import fold_for_inference
@@ -80,6 +87,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         raise ConfigError("--opset applies to ONNX export only")
     elif input_dtype != "uint8":
         raise ConfigError("the TorchScript export takes both uint8 and float input; --input-dtype is for ONNX only")
+    elif dynamic_size:
+        raise ConfigError("the TorchScript export is traced at one image size; --dynamic-size is for ONNX only")
     if Path(checkpoint).resolve() == out.resolve():
         raise ConfigError(f"the output {out} is the checkpoint itself; choose another --out")
 
@@ -98,13 +107,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                               dynamic_batch=dynamic_batch or fmt == "torchscript", model_name=info.name,
                               classes=info.classes, crop_pct=info.crop_pct, interpolation=info.interpolation,
                               dataset=info.dataset, source=Path(checkpoint).name, fmt=fmt,
-                              extra={"opset": opset} if fmt == "onnx" else None)
+                              extra={"opset": opset} if fmt == "onnx" else None, dynamic_size=dynamic_size)
 
     if fmt == "onnx":
         from .onnx import OnnxRunner, onnx_bytes
 
         data = onnx_bytes(folded, image_size=size, in_chans=folded.in_chans, input_dtype=input_dtype,
-                          dynamic_batch=dynamic_batch, opset=opset, metadata=metadata, check=True)
+                          dynamic_batch=dynamic_batch, opset=opset, metadata=metadata, check=True,
+                          dynamic_size=dynamic_size)
         run = (lambda x: OnnxRunner(data)(x)) if check else None
     else:
         from .torchscript import load_torchscript, torchscript_bytes
@@ -115,12 +125,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     agreement = None
     if check:
         batch = CHECK_BATCH if dynamic_batch or fmt == "torchscript" else 1
-        images = random_images(batch, folded.in_chans, size, seed=seed)
-        agreement = compare_logits(reference_logits(info.model, images, info.mean, info.std).numpy(),
+        for i, side in enumerate([size, size + 1] if dynamic_size else [size]):
+            images = random_images(batch, folded.in_chans, side, seed=seed + i)
+            found = compare_logits(reference_logits(info.model, images, info.mean, info.std).numpy(),
                                    run(as_input(images, input_dtype)))
-        if not agreement.ok(atol):
-            raise ExportError(f"the {fmt} export does not reproduce the PyTorch model ({agreement.describe()}; "
-                              f"tolerance {atol:g}); nothing was written")
+            if not found.ok(atol):
+                raise ExportError(f"the {fmt} export does not reproduce the PyTorch model at {side}x{side} "
+                                  f"({found.describe()}; tolerance {atol:g}); nothing was written")
+            agreement = agreement or found  # the report's: at the export's image size
     path = write_atomically(out, data)
     return ExportReport(path, fmt, info.name, len(data), time.perf_counter() - start, metadata["input_shape"],
                         input_dtype, folded.num_classes, opset, agreement, metadata)

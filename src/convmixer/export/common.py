@@ -75,16 +75,24 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
 def build_metadata(folded, *, image_size: int, input_dtype: str, dynamic_batch: bool, model_name: str | None = None,
                    classes: list[str] | None = None, crop_pct: float | None = None, interpolation: str | None = None,
                    dataset: str | None = None, source: str | None = None, fmt: str = "onnx",
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a deployment needs to feed the exported model and read its output (see docs/deploy.md)."""
+                   extra: dict[str, Any] | None = None, dynamic_size: bool = False) -> dict[str, Any]:
+    """Everything a deployment needs to feed the exported model and read its output (see docs/deploy.md).
+
+    A segmentation model's output is (batch, num_classes, height, width) logits at the input size (``task``
+    "segmentation"); with ``dynamic_size`` height and width are free (any size >= 1 for a segmentation model).
+    """
     from .. import __version__
+    from .folded import is_dense
 
     batch = "batch" if dynamic_batch else 1
+    height, width = ("height", "width") if dynamic_size else (image_size, image_size)
+    dense = is_dense(folded)
     meta: dict[str, Any] = {
         "format": f"convmixer-{fmt}",
         "convmixer_version": __version__,
         "model_name": model_name or "",
         "model_config": folded.config(),
+        "task": "segmentation" if dense else "classification",
         "num_classes": folded.num_classes,
         "classes": classes,
         "in_chans": folded.in_chans,
@@ -93,14 +101,15 @@ def build_metadata(folded, *, image_size: int, input_dtype: str, dynamic_batch: 
         "input_dtype": input_dtype,
         "input_range": input_range(input_dtype),
         "input_layout": "NCHW",
-        "input_shape": [batch, folded.in_chans, image_size, image_size],
+        "input_shape": [batch, folded.in_chans, height, width],
         "output_name": OUTPUT_NAME,
-        "output_shape": [batch, folded.num_classes],
+        "output_shape": [batch, folded.num_classes, height, width] if dense else [batch, folded.num_classes],
         "dynamic_batch": dynamic_batch,
+        "dynamic_size": dynamic_size,
         "mean": list(folded.mean),
         "std": list(folded.std),
         "normalization": "folded into the patch-embedding conv: feed raw pixels, do not subtract mean or divide by std",
-        "folds": "input mean/std -> patch-embedding conv; final BatchNorm -> linear head",
+        "folds": folded.folds,
         "crop_pct": crop_pct,
         "interpolation": interpolation,
         "resize": _resize_text(image_size, crop_pct, interpolation),
@@ -122,36 +131,48 @@ def _resize_text(image_size: int, crop_pct: float | None, interpolation: str | N
 
 @dataclass
 class Agreement:
-    """How an export's logits compare with the PyTorch model's on one batch."""
+    """How an export's logits compare with the PyTorch model's on one batch.
+
+    Dense (segmentation) logits (B, K, H, W): ``top1_agree`` counts the images whose argmax masks are identical
+    (every pixel's class the same) and ``pixels_differ`` the pixels whose class differs.
+    """
 
     images: int
     max_abs_diff: float
     logit_scale: float  # max |logit| of the PyTorch model
     top1_agree: int
+    pixels_differ: int | None = None  # dense logits only
 
     @property
     def max_rel_diff(self) -> float:
         return self.max_abs_diff / max(self.logit_scale, 1e-12)
 
     def ok(self, atol: float) -> bool:
-        """Within ``atol`` for logits of size up to 1, within ``atol`` relative to the logit scale above that."""
+        """Within ``atol`` for logits of size up to 1, within ``atol`` relative to the logit scale above that; every
+        image's top-1 class (a segmentation model's: every pixel's) the same."""
         return self.max_abs_diff <= atol * max(1.0, self.logit_scale) and self.top1_agree == self.images
 
     def describe(self) -> str:
-        return (f"max |logit diff| {self.max_abs_diff:.3g} (logit scale {self.logit_scale:.3g}), "
-                f"top-1 agreement {self.top1_agree}/{self.images}")
+        text = f"max |logit diff| {self.max_abs_diff:.3g} (logit scale {self.logit_scale:.3g}), "
+        if self.pixels_differ is None:
+            return text + f"top-1 agreement {self.top1_agree}/{self.images}"
+        return text + f"identical masks {self.top1_agree}/{self.images} ({self.pixels_differ} pixel(s) differ)"
 
 
 def compare_logits(reference, exported) -> Agreement:
-    """:class:`Agreement` of two (B, num_classes) logit arrays or tensors (float64 arithmetic)."""
+    """:class:`Agreement` of two (B, num_classes) or (B, num_classes, H, W) logit arrays or tensors (float64)."""
     import numpy as np
 
     ref = np.asarray(reference, dtype=np.float64)
     got = np.asarray(exported, dtype=np.float64)
     if ref.shape != got.shape:
         raise ExportError(f"the export returns logits of shape {got.shape}, the PyTorch model {ref.shape}")
-    return Agreement(int(ref.shape[0]), float(np.abs(ref - got).max()), float(np.abs(ref).max()),
-                     int((ref.argmax(1) == got.argmax(1)).sum()))
+    diff, scale = float(np.abs(ref - got).max()), float(np.abs(ref).max())
+    want, chose = ref.argmax(1), got.argmax(1)
+    if ref.ndim == 2:
+        return Agreement(int(ref.shape[0]), diff, scale, int((want == chose).sum()))
+    differ = (want != chose).reshape(ref.shape[0], -1)  # (B, H * W)
+    return Agreement(int(ref.shape[0]), diff, scale, int((~differ).all(axis=1).sum()), int(differ.sum()))
 
 
 def reference_logits(model, images, mean, std):

@@ -13,6 +13,12 @@ Two affine maps in a ConvMixer can be folded into a neighbouring linear layer wi
 
 Every other BatchNorm follows a GELU; docs/deploy.md explains why they stay.
 
+A segmentation model (:class:`~convmixer.models.ConvMixerSegmenter`) folds the same way, with a 1x1 conv in the
+linear head's place: the input normalization goes into its backbone's stem; the "linear" decode head's own
+BatchNorm goes into the head's 1x1 conv, and for the "pixelshuffle" head the backbone's last BatchNorm does (both
+are per-position affine maps right before a 1x1 conv). The auxiliary heads are kept but never run: in eval mode the
+model returns the main logits only.
+
 The folded model's ``forward`` takes uint8 images (B, C, H, W) with values 0..255, or floating-point images with
 values 0..1 (multiplied by 255 once). It does nothing else: resizing and cropping to the model's input size is
 the caller's job, as in the data pipeline (:func:`convmixer.data.eval_transform`).
@@ -42,17 +48,30 @@ def _as_channels(values: Sequence[float] | float, in_chans: int, what: str) -> t
 
 
 def _convmixer_of(model: nn.Module):
+    """The ConvMixer or ConvMixer segmentation model inside ``model``'s wrappers; ConfigError for anything else."""
     from ..fast.plan import unwrap
-    from ..models.convmixer import ConvMixer
+    from ..models import ConvMixer, ConvMixerSegmenter
 
     target = unwrap(model)
     if isinstance(target, FoldedConvMixer):
         raise ConfigError("the model is already folded; fold the original ConvMixer instead")
-    if not isinstance(target, ConvMixer):
+    if not isinstance(target, (ConvMixer, ConvMixerSegmenter)):
         name = getattr(target, "registry_name", None) or type(target).__name__
-        raise ConfigError(f"inference folding and export need a ConvMixer; got {name} "
-                          "(baselines are not supported for export)")
+        raise ConfigError(f"inference folding and export need a ConvMixer; got {name} (ConvMixer classifiers and "
+                          "segmentation models are supported, baselines are not)")
     return target
+
+
+def stem_conv(model: nn.Module) -> nn.Module:
+    """The patch-embedding conv of a ConvMixer or of a segmentation model's backbone."""
+    return getattr(model, "backbone", model).stem[0]
+
+
+def is_dense(model: nn.Module) -> bool:
+    """Whether ``model`` (a ConvMixer, a segmentation model, or a folded one) predicts a class per pixel."""
+    from ..models import ConvMixerSegmenter
+
+    return isinstance(getattr(model, "model", model), ConvMixerSegmenter)
 
 
 def _eval_bn_affine(bn: nn.Module, where: str) -> tuple[Tensor, Tensor]:
@@ -72,13 +91,15 @@ class FoldedConvMixer(nn.Module):
     """A ConvMixer with normalization and the final BatchNorm folded in; raw pixels in, logits out.
 
     Built by :func:`fold_for_inference`. ``self.model`` is the folded :class:`~convmixer.models.ConvMixer`
-    (its stem conv expects pixels 0..255; its last BatchNorm is an ``nn.Identity``; its head absorbed it).
+    (its stem conv expects pixels 0..255; its last BatchNorm is an ``nn.Identity``; its head absorbed it) or the
+    folded :class:`~convmixer.models.ConvMixerSegmenter` (logits (B, K, H, W)); ``folds`` says what was folded.
     """
 
-    def __init__(self, model: nn.Module, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, model: nn.Module, *, mean: tuple[float, ...], std: tuple[float, ...],
+                 folds: str = "input mean/std -> patch-embedding conv; final BatchNorm -> linear head") -> None:
         super().__init__()
         self.model = model
-        self.mean, self.std = mean, std  # what was folded in, for the record (metadata)
+        self.mean, self.std, self.folds = mean, std, folds  # what was folded in, for the record (metadata)
         self.in_chans, self.num_classes, self.patch_size = model.in_chans, model.num_classes, model.patch_size
 
     def config(self) -> dict[str, Any]:
@@ -86,7 +107,7 @@ class FoldedConvMixer(nn.Module):
 
     def pixels(self, x: Tensor) -> Tensor:
         """uint8 0..255 -> float 0..255; float 0..1 -> float 0..255 (the scale the folded stem expects)."""
-        dtype = self.model.stem[0].weight.dtype
+        dtype = stem_conv(self.model).weight.dtype
         if x.dtype == torch.uint8:
             return x.to(dtype)
         if x.is_floating_point():
@@ -97,8 +118,44 @@ class FoldedConvMixer(nn.Module):
         return self.model(self.pixels(x))
 
     def extra_repr(self) -> str:
-        return (f"folded: input mean/std -> stem conv (input 0..255), final BatchNorm -> head; "
-                f"mean={self.mean}, std={self.std}")
+        return f"folded: {self.folds} (input 0..255); mean={self.mean}, std={self.std}"
+
+
+def _absorb_affine(layer: nn.Module, scale: Tensor, shift: Tensor) -> None:
+    """Make ``layer`` (an ``nn.Linear`` or a 1x1 ``nn.Conv2d``) compute ``layer(scale * x + shift)`` (per input
+    channel): ``W diag(scale)`` and ``b + W shift``, in float64."""
+    w = layer.weight.double().reshape(layer.weight.shape[0], -1)  # (out, in)
+    b = layer.bias.double() if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    layer.weight.copy_((w * scale.view(1, -1)).view(layer.weight.shape))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(torch.zeros_like(layer.weight[:, 0].reshape(-1)), requires_grad=False)
+    layer.bias.copy_(b + w @ shift)
+
+
+def _fold_classifier_head(folded: nn.Module) -> str:
+    """The last block's BatchNorm into the linear head, where the pooling commutes with it; what was folded."""
+    # Only a linear pooling commutes with the BatchNorm's affine map: average or none (global_pool "" applies the
+    # head at every position); max and avgmax pooling keep the BatchNorm.
+    if isinstance(folded.head, nn.Linear) and folded.global_pool in ("avg", ""):
+        last = folded.blocks[-1]
+        _absorb_affine(folded.head, *_eval_bn_affine(last[3], f"blocks.{len(folded.blocks) - 1}.3"))
+        last[3] = nn.Identity()
+        return "final BatchNorm -> linear head"
+    # num_classes == 0 (a feature extractor): no head to absorb the last BatchNorm; it stays (so with max pooling).
+    return "final BatchNorm kept"
+
+
+def _fold_segmentation_head(folded: nn.Module) -> str:
+    """The BatchNorm right before the decode head's 1x1 conv into that conv; what was folded."""
+    head = folded.decode_head
+    if hasattr(head, "norm"):  # "linear": BN -> 1x1 conv -> upsampling
+        _absorb_affine(head.proj, *_eval_bn_affine(head.norm, "decode_head.norm"))
+        head.norm = nn.Identity()
+        return "decode head's BatchNorm -> its 1x1 conv"
+    last = folded.backbone.blocks[-1]  # "pixelshuffle": the 1x1 conv reads the last block's BatchNorm
+    _absorb_affine(head.proj, *_eval_bn_affine(last[3], f"backbone.blocks.{len(folded.backbone.blocks) - 1}.3"))
+    last[3] = nn.Identity()
+    return "final BatchNorm -> decode head's 1x1 conv"
 
 
 @torch.no_grad()
@@ -108,7 +165,8 @@ def fold_for_inference(model: nn.Module, mean: Sequence[float] | float,
 
     ``mean``/``std`` are per-channel statistics of 0..1 pixels (as in :class:`~convmixer.inference.LoadedModel`).
     The caller's model is not changed (it may be wrapped in DDP/``torch.compile`` or run on the fast path: the copy
-    gets plain layers, NCHW, fp32, eval mode, no gradients). Only ConvMixers can be folded (ConfigError otherwise).
+    gets plain layers, NCHW, fp32, eval mode, no gradients). Only ConvMixers, classifiers or segmentation models,
+    can be folded (ConfigError otherwise).
     """
     from ..fast import swap_convmixer
 
@@ -121,7 +179,7 @@ def fold_for_inference(model: nn.Module, mean: Sequence[float] | float,
     if any(not s > 0 for s in std_t):
         raise ConfigError(f"std must be positive, got {std_t}")
 
-    conv = folded.stem[0]
+    conv = stem_conv(folded)
     if not isinstance(conv, nn.Conv2d) or conv.padding not in ((0, 0), "valid") or conv.groups != 1:
         raise ConfigError("the patch-embedding conv has padding or groups; the input normalization cannot be folded")
     w = conv.weight.double()
@@ -134,21 +192,9 @@ def fold_for_inference(model: nn.Module, mean: Sequence[float] | float,
         conv.bias = nn.Parameter(torch.zeros_like(conv.weight[:, 0, 0, 0]), requires_grad=False)
     conv.bias.copy_(new_bias)
 
-    # Only a linear pooling commutes with the BatchNorm's affine map: average or none (global_pool "" applies the
-    # head at every position); max and avgmax pooling keep the BatchNorm.
-    if isinstance(folded.head, nn.Linear) and folded.global_pool in ("avg", ""):
-        last = folded.blocks[-1]
-        scale, shift = _eval_bn_affine(last[3], f"blocks.{len(folded.blocks) - 1}.3")
-        head = folded.head
-        hw = head.weight.double()
-        hb = head.bias.double() if head.bias is not None else torch.zeros(hw.shape[0], dtype=torch.float64)
-        head.weight.copy_(hw * scale.view(1, -1))
-        if head.bias is None:
-            head.bias = nn.Parameter(torch.zeros_like(head.weight[:, 0]), requires_grad=False)
-        head.bias.copy_(hb + hw @ shift)
-        last[3] = nn.Identity()
-    # num_classes == 0 (a feature extractor): no head to absorb the last BatchNorm; it stays (so with max pooling).
-    out = FoldedConvMixer(folded, mean=mean_t, std=std_t).eval()
+    head = _fold_segmentation_head(folded) if is_dense(folded) else _fold_classifier_head(folded)
+    out = FoldedConvMixer(folded, mean=mean_t, std=std_t, folds=f"input mean/std -> patch-embedding conv; {head}")
+    out.eval()
     name = getattr(source, "registry_name", None)
     if name:
         out.registry_name = name
@@ -167,7 +213,7 @@ class InferenceModel(nn.Module):
         self.plan = plan
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.plan.prepare_input(x.to(self.folded.model.stem[0].weight.device))
+        x = self.plan.prepare_input(x.to(stem_conv(self.folded.model).weight.device))
         with self.plan.autocast():
             return self.folded(x).float()
 

@@ -1,8 +1,8 @@
 """ONNX export of the folded inference model, and an onnxruntime runner for it.
 
 The graph has one input ``images`` (uint8 pixels 0..255 by default, or float32 0..1; NCHW; the batch axis dynamic
-unless asked otherwise; height and width fixed to the export's image size) and one output ``logits`` (float32,
-(batch, num_classes)). Normalization is folded into the first conv, so a caller feeds decoded, resized pixels and
+unless asked otherwise; height and width fixed to the export's image size unless ``dynamic_size``) and one output
+``logits`` (float32, (batch, num_classes); a segmentation model's (batch, num_classes, height, width)). Normalization is folded into the first conv, so a caller feeds decoded, resized pixels and
 nothing else. The file's ``metadata_props`` say all of this (see :func:`convmixer.export.common.build_metadata`).
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export-based; the default and recommended one since PyTorch 2.9)
@@ -64,12 +64,14 @@ def check_opset(opset: int) -> None:
 
 
 def onnx_model_proto(model: nn.Module, *, image_size: int, in_chans: int, input_dtype: str = "uint8",
-                     dynamic_batch: bool = True, opset: int = DEFAULT_OPSET):
+                     dynamic_batch: bool = True, opset: int = DEFAULT_OPSET, dynamic_size: bool = False):
     """Export ``model`` (normally :func:`~convmixer.export.fold_for_inference`'s result; any module taking one
-    (B, C, S, S) tensor works) to an in-memory ``onnx.ModelProto`` with input "images" and output "logits"."""
+    (B, C, S, S) tensor works) to an in-memory ``onnx.ModelProto`` with input "images" and output "logits".
+
+    ``dynamic_size``: height and width are dynamic axes too ("height", "width"), traced at ``image_size``."""
     import torch
 
-    from .folded import FoldedConvMixer
+    from .folded import FoldedConvMixer, is_dense
 
     check_input_dtype(input_dtype)
     check_opset(opset)
@@ -81,11 +83,16 @@ def onnx_model_proto(model: nn.Module, *, image_size: int, in_chans: int, input_
     dtype = torch.uint8 if input_dtype == "uint8" else torch.float32
     # batch 2: torch.export specializes a dimension whose example size is 0 or 1 to a constant
     batch = 2 if dynamic_batch else 1
+    if dynamic_size and image_size < 2:
+        raise ConfigError("a dynamic-size export needs an example image size of at least 2")
     example = torch.zeros(batch, in_chans, image_size, image_size, dtype=dtype)
     try:
         with _quiet_exporter(), torch.no_grad():
             if opset >= DYNAMO_MIN_OPSET:
-                dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+                axes = {0: torch.export.Dim("batch")} if dynamic_batch else {}
+                if dynamic_size:
+                    axes.update({2: torch.export.Dim("height"), 3: torch.export.Dim("width")})
+                dynamic = (axes,) if axes else None
                 program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
                                             output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, opset_version=opset,
                                             optimize=True, verbose=False, external_data=False)
@@ -95,7 +102,9 @@ def onnx_model_proto(model: nn.Module, *, image_size: int, in_chans: int, input_
 
                 onnx = require("onnx")
                 buf = io.BytesIO()
-                axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+                names = ({0: "batch"} if dynamic_batch else {}) | ({2: "height", 3: "width"} if dynamic_size else {})
+                axes = {INPUT_NAME: names, OUTPUT_NAME: dict(names) if is_dense(model) else
+                        ({0: "batch"} if dynamic_batch else {})} if names else None
                 torch.onnx.export(model, (example,), buf, dynamo=False, input_names=[INPUT_NAME],
                                   output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset,
                                   do_constant_folding=True)
@@ -132,16 +141,16 @@ def serialize(proto) -> bytes:
 
 def onnx_bytes(model: nn.Module, *, image_size: int, in_chans: int, input_dtype: str = "uint8",
                dynamic_batch: bool = True, opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None,
-               check: bool = True) -> bytes:
+               check: bool = True, dynamic_size: bool = False) -> bytes:
     """The serialized, checked ONNX model (see :func:`onnx_model_proto`), with ``metadata``."""
     proto = onnx_model_proto(model, image_size=image_size, in_chans=in_chans, input_dtype=input_dtype,
-                             dynamic_batch=dynamic_batch, opset=opset)
+                             dynamic_batch=dynamic_batch, opset=opset, dynamic_size=dynamic_size)
     return serialize(finalize_proto(proto, metadata, check=check))
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int, in_chans: int | None = None,
                 dynamic_batch: bool = True, metadata: dict[str, Any] | None = None, opset: int = DEFAULT_OPSET,
-                input_dtype: str = "uint8", check: bool = True) -> Path:
+                input_dtype: str = "uint8", check: bool = True, dynamic_size: bool = False) -> Path:
     """Export ``model`` to the ONNX file ``path``, written atomically (a failure leaves no file behind).
 
     ``model`` is normally :func:`~convmixer.export.fold_for_inference`'s result. ``in_chans`` defaults to
@@ -154,7 +163,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, image_size: int, i
     if not in_chans:
         raise ConfigError("in_chans is needed for a model that does not record it")
     data = onnx_bytes(model, image_size=image_size, in_chans=in_chans, input_dtype=input_dtype,
-                      dynamic_batch=dynamic_batch, opset=opset, metadata=metadata, check=check)
+                      dynamic_batch=dynamic_batch, opset=opset, metadata=metadata, check=check,
+                      dynamic_size=dynamic_size)
     return write_atomically(path, data)
 
 

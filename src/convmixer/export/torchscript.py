@@ -44,6 +44,8 @@ class _TraceEntry(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         m = self.model
+        if hasattr(m, "backbone"):  # a segmentation model: its padding and crop are fixed by the traced size
+            return m(_to_pixels(images))
         return m.forward_head(m.blocks(m.stem(_to_pixels(images))))
 
 

@@ -15,26 +15,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .plan import ExecutionPlan, FastOptions, plan_execution, unwrap
+from .plan import ExecutionPlan, FastOptions, convmixers_in, plan_execution
 
 __all__ = ["FastOptions", "ExecutionPlan", "plan_execution", "apply_plan", "maybe_compile", "swap_convmixer"]
 
 
 def swap_convmixer(model: nn.Module, kernel: str) -> nn.Module:
-    """Give a ConvMixer's stem and layers the forward of ``kernel`` ("native" restores plain ``nn.Sequential``).
+    """Give the stem and layers of every ConvMixer in ``model`` (the model itself, or one it holds: a segmentation
+    model's ``backbone``, a feature extractor's ``model``) the forward of ``kernel`` ("native" restores plain
+    ``nn.Sequential``).
 
     The child modules (and so the parameters, buffers and state_dict keys) are the same objects before and
-    after. Anything that is not a ConvMixer is returned untouched; without the kernels (no C compiler) the plain
+    after. A model without a ConvMixer is returned untouched; without the kernels (no C compiler) the plain
     layers stay.
     """
-    from ..models.convmixer import ConvMixer, Residual
-    from .modules import KERNELS, FastMixerLayer, FastStem
+    from .modules import KERNELS
 
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    target = unwrap(model)
-    if not isinstance(target, ConvMixer):
-        return model
+    for target in convmixers_in(model):
+        _swap_one(target, kernel)
+    return model
+
+
+def _swap_one(target: nn.Module, kernel: str) -> None:
+    from ..models.convmixer import Residual
+    from .modules import FastMixerLayer, FastStem
+
     if kernel != "native":
         from . import build
 
@@ -52,13 +59,12 @@ def swap_convmixer(model: nn.Module, kernel: str) -> nn.Module:
     for i, block in enumerate(target.blocks):
         if isinstance(block, nn.Sequential) and len(block) == 4 and isinstance(block[0], Residual):
             target.blocks[i] = rebuild(block, FastMixerLayer)
-    return model
 
 
 def apply_plan(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
     """Make ``model`` run as ``plan`` says, in place, and return it (not compiled: see :func:`maybe_compile`).
 
-    ConvMixers get their stem and layers swapped for the plan's kernel; any model gets the plan's memory format.
+    ConvMixers (the model, or those it holds) get their stem and layers swapped for the plan's kernel; any model gets the plan's memory format.
     Parameter objects and state_dict keys do not change, so optimizers and checkpoints keep working.
     """
     swap_convmixer(model, plan.kernel)

@@ -126,12 +126,25 @@ def rules(info: DeviceInfo, facts: ModelFacts, mode: str, kernels_ok: bool = Tru
     return Choice(False, None, False, "native", [f"{info.type}: plain path"])
 
 
-def model_facts(model: nn.Module) -> ModelFacts:
+def convmixers_in(model: nn.Module) -> list[nn.Module]:
+    """The ConvMixers in ``model`` (inside DDP/compile wrappers): the model itself, or those it holds as submodules
+    (a segmentation model's ``backbone``, a feature extractor's ``model``), outermost first."""
     from ..models.convmixer import ConvMixer
 
     model = unwrap(model)
     if isinstance(model, ConvMixer):
-        return ModelFacts(True, model.kernel_size, model.dim, model.patch_size, True, model.config())
+        return [model]
+    return [m for m in model.modules() if isinstance(m, ConvMixer)]
+
+
+def model_facts(model: nn.Module) -> ModelFacts:
+    """A ConvMixer, or a model built around one (its first ConvMixer decides: a segmentation model's backbone), is
+    planned as a ConvMixer; anything else by its convolutions."""
+    model = unwrap(model)
+    found = convmixers_in(model)
+    if found:
+        m = found[0]
+        return ModelFacts(True, m.kernel_size, m.dim, m.patch_size, True, m.config())
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     name = getattr(model, "registry_name", type(model).__name__)
     return ModelFacts(False, convnet=len(convs) > 1, config={"model": name})

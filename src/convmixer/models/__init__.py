@@ -12,8 +12,9 @@ from .registry import (
     model_kwargs,
     register_model,
 )
+from .segmentation import ConvMixerSegmenter
 
 __all__ = [
-    "ACTIVATIONS", "ConvMixer", "FeatureExtractor", "FeatureInfo", "GlobalPool2d", "Residual", "IMAGENET_MEAN", "IMAGENET_STD", "ModelEntry", "PretrainedCfg",
+    "ACTIVATIONS", "ConvMixer", "ConvMixerSegmenter", "FeatureExtractor", "FeatureInfo", "GlobalPool2d", "Residual", "IMAGENET_MEAN", "IMAGENET_STD", "ModelEntry", "PretrainedCfg",
     "build_registered", "get_model_entry", "list_models", "model_kwargs", "register_model",
 ]

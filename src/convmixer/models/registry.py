@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from ..data.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..data.registry import IMAGENET_MEAN, IMAGENET_STD, TASKS
 from ..errors import ConfigError, UnknownModelError
 
 
@@ -44,8 +44,9 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     kwargs: Mapping[str, Any]  # default builder arguments; build_registered's overrides replace them
     cfg: PretrainedCfg = field(default_factory=PretrainedCfg)
-    family: str = "convmixer"  # "convmixer" or a baseline family ("resnet", "vit", ...)
+    family: str = "convmixer"  # "convmixer" or a baseline family ("resnet", "vit", "unet", ...)
     description: str = ""
+    task: str = "classification"  # what it predicts (data.registry.TASKS): a class per image, or one per pixel
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -58,12 +59,17 @@ def register_model(
     cfg: PretrainedCfg | None = None,
     family: str = "convmixer",
     description: str = "",
+    task: str = "classification",
     **kwargs: Any,
 ) -> ModelEntry:
-    """Register ``builder(**kwargs)`` under ``name``; a name that is already taken is refused."""
+    """Register ``builder(**kwargs)`` under ``name``; a name that is already taken is refused. ``task`` says what
+    the model predicts: "classification" ((B, num_classes) logits) or "segmentation" ((B, num_classes, H, W))."""
     if name in _REGISTRY:
         raise ConfigError(f"model {name!r} is already registered")
-    entry = ModelEntry(name, builder, MappingProxyType(dict(kwargs)), cfg or PretrainedCfg(), family, description)
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    entry = ModelEntry(name, builder, MappingProxyType(dict(kwargs)), cfg or PretrainedCfg(), family, description,
+                       task)
     _REGISTRY[name] = entry
     return entry
 
@@ -73,10 +79,11 @@ def _ensure_populated() -> None:
     from . import baselines, variants  # noqa: F401
 
 
-def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
-    """Sorted registered names, optionally filtered by a shell-style ``pattern`` and ``family``."""
+def list_models(pattern: str | None = None, family: str | None = None, task: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a shell-style ``pattern``, ``family`` and ``task``."""
     _ensure_populated()
-    names = sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
+    names = sorted(n for n, e in _REGISTRY.items()
+                   if (family is None or e.family == family) and (task is None or e.task == task))
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 

@@ -1,7 +1,8 @@
 """Registered ConvMixer variants: one line each.
 
 ImageNet variants are the paper's (Table 1 and the released weights); CIFAR-scale ones are the
-official convmixer-cifar10 model and the appendix's p=1 models.
+official convmixer-cifar10 model and the appendix's p=1 models; the segmentation ones (task "segmentation") put a
+decode head on a ConvMixer backbone.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from ..data.registry import get_dataset_info
 from .convmixer import ConvMixer
 from .registry import PretrainedCfg, register_model
+from .segmentation import ConvMixerSegmenter
 
 RELEASES = "https://github.com/tmp-iclr/convmixer/releases/download/timm-v1.0/"
 
@@ -49,3 +51,25 @@ register_convmixer("convmixer_256_16_ks9_p1", 256, 16, 9, 1, PretrainedCfg(**CIF
 
 # Fashion-MNIST, 28 x 28 grayscale: the default of `convmixer train` (configs/fmnist.yaml)
 register_convmixer("convmixer_fmnist", 128, 8, 5, 2, PretrainedCfg(**FASHION_MNIST))
+
+
+# Segmentation: a ConvMixer backbone + a decode head at H/p, upsampled to the input size (models/segmentation.py).
+# dim, depth, kernel_size, patch_size, act, head ("linear" | "pixelshuffle") and aux_indices are overridable.
+def register_segmenter(name: str, dim: int, depth: int, k: int, p: int, cfg: PretrainedCfg, head: str,
+                       **kwargs) -> None:
+    description = f"ConvMixer-{dim}/{depth}, k={k}, p={p}, {head} head"
+    register_model(name, ConvMixerSegmenter, cfg=cfg, description=description, task="segmentation", dim=dim,
+                   depth=depth, kernel_size=k, patch_size=p, num_classes=cfg.num_classes, in_chans=cfg.input_size[0],
+                   head=head, aux_indices=(), **kwargs)
+
+
+# "Fashion-MNIST scenes": 64 x 64 grayscale canvases, 11 classes per pixel (background + the 10 garments)
+FMNIST_SCENES = PretrainedCfg(**_trained_on("fashion_mnist_scenes"))
+# ADE20K-sized (150 classes, SETR's 512 x 512 crops); pretrained=True initializes the backbone from the released
+# ImageNet ConvMixer-768/32
+ADE20K_768_32 = PretrainedCfg(url=RELEASES + "convmixer_768_32_ks7_p7_relu.pth.tar", input_size=(3, 512, 512),
+                              crop_pct=1.0, num_classes=150)
+
+register_segmenter("convmixer_seg_fmnist", 128, 8, 5, 2, FMNIST_SCENES, "pixelshuffle")
+register_segmenter("convmixer_seg_fmnist_linear", 128, 8, 5, 2, FMNIST_SCENES, "linear")
+register_segmenter("convmixer_seg_768_32", 768, 32, 7, 7, ADE20K_768_32, "linear", act="relu")

@@ -215,6 +215,9 @@ def load_served_model(path: str | os.PathLike, *, backend: str = "torch", model_
         served = _load_onnx_file(path, backend, max_pixels, threads)
     else:
         info = load_for_inference(path, model_name)
+        if info.task != "classification":
+            raise ConfigError(f"{path} is a {info.task} model; the server answers classification only for now "
+                              f"(use convmixer predict for masks)")
         parameters = sum(p.numel() for p in info.model.parameters())
         if info.classes is not None and len(info.classes) != info.num_classes:
             raise ConfigError(f"{path} names {len(info.classes)} classes but the model predicts {info.num_classes}")
@@ -254,6 +257,9 @@ def _load_onnx_file(path: str | os.PathLike, backend: str, max_pixels: int, thre
     if backend != "onnxruntime":
         raise ConfigError(f"{path} is an ONNX file; serve it with --backend onnxruntime")
     runner = OnnxRunner(path, threads=threads)
+    if runner.metadata.get("task", "classification") != "classification":
+        raise ConfigError(f"{path} is a {runner.metadata['task']} model; the server answers classification only for "
+                          f"now (use convmixer predict for masks)")
     missing = [k for k in ("image_size", "in_chans", "num_classes") if not isinstance(runner.metadata.get(k), int)]
     if missing:
         raise ConfigError(f"{path} does not record {', '.join(missing)}; serve an ONNX file written by "

@@ -43,10 +43,13 @@ class ModelConfig:
     pretrained: str | None = None  # weights to start from (path or URL); a different head is re-initialized
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (batch statistics of the global batch)
     init: str = ""  # extra initialization of a new run, comma-separated: whiten (stem from patch PCA), zero_residual
+    head: str | None = None  # segmentation: override the decode head: linear | pixelshuffle
+    aux_indices: tuple[int, ...] | None = None  # segmentation: override the blocks that feed auxiliary heads ([] none)
+    aux_weight: float = 0.4  # segmentation: loss weight of each auxiliary head (SETR's 0.4)
 
     def overrides(self) -> dict[str, Any]:
         """The builder overrides set in this config (architecture fields that are not None)."""
-        keys = ("dim", "depth", "kernel_size", "patch_size", "act")
+        keys = ("dim", "depth", "kernel_size", "patch_size", "act", "head", "aux_indices")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -112,8 +115,9 @@ class TrainConfig:
 
         from .init import parse_inits
 
-        get_model_entry(self.model.name)  # unknown model: error with close matches
+        entry = get_model_entry(self.model.name)  # unknown model: error with close matches
         parse_inits(self.model.init)
+        self._validate_task(entry)
         self.data.validate()
         self.aug.validate()
         self._validate_model_fits_data()
@@ -144,6 +148,22 @@ class TrainConfig:
             raise ConfigError(f"run.device must be auto, cpu, cuda or cuda:N, got {r.device!r}")
         if self.data.root is not None and not Path(self.data.root).expanduser().exists():
             raise ConfigError(f"data.root {self.data.root!r} does not exist")
+
+    def _validate_task(self, entry) -> None:
+        """The model must be built for the dataset's task (a classifier cannot be trained on masks)."""
+        from ..data.registry import get_dataset_info
+
+        task = get_dataset_info(self.data.dataset).task
+        if entry.task != task:
+            raise ConfigError(f"{self.model.name} is a {entry.task} model but {self.data.dataset} is a {task} dataset; "
+                              f"choose a {task} model (convmixer list --task {task})")
+        if task != "segmentation" and (self.model.head is not None or self.model.aux_indices is not None):
+            raise ConfigError("model.head and model.aux_indices apply to segmentation models only")
+        if task == "segmentation":
+            from ..data.seg_augment import check_for_segmentation
+
+            check_for_segmentation(self.aug)  # before any work, not when the data is built
+        _non_negative("model.aux_weight", self.model.aux_weight)
 
     def image_size(self) -> int:
         """The training resolution (px) without loading the data: explicit, else the dataset's native size."""

@@ -54,7 +54,7 @@ from .optim import build_optimizer
 from .rundir import RunDirectory, RunLog, check_resumable, default_run_name, plot_curves, write_json
 from .schedule import lr_at
 from .state import capture_rng, load_state, restore_rng, save_state
-from .tasks import Task, get_task
+from .tasks import Task, task_for_config
 
 MicroBatch = tuple[int, torch.Tensor, torch.Tensor]  # (index within the epoch, uint8 images, labels)
 
@@ -125,9 +125,10 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains ``cfg`` for ``task`` (default: classification). ``Trainer(cfg).fit()`` starts a run;
-    ``Trainer.resume(run_dir).fit()`` continues one. Building a Trainer validates the config and does nothing
-    else: the run directory, the process group and the data are set up by :meth:`fit`."""
+    """Trains ``cfg`` for ``task`` (default: its dataset's, classification or segmentation).
+    ``Trainer(cfg).fit()`` starts a run; ``Trainer.resume(run_dir).fit()`` continues one. Building a Trainer
+    validates the config and does nothing else: the run directory, the process group and the data are set up by
+    :meth:`fit`."""
 
     def __init__(self, cfg: TrainConfig, *, task: Task | None = None, run_dir: Path | None = None,
                  resume_state: dict[str, Any] | None = None,
@@ -135,7 +136,7 @@ class Trainer:
         cfg.validate()  # the one check of a config on its way in (CLI, API and resume all come here)
         self.started = time.monotonic()
         self.cfg = cfg
-        self.task = task or get_task("classification")
+        self.task = task or task_for_config(cfg)
         self.dist: DistInfo = dist_info_from_env()
         self.main = self.dist.is_main
         self.run_dir = run_dir  # set by resume(); otherwise chosen when the run opens
@@ -531,7 +532,7 @@ class Trainer:
         the console says so when there were any."""
         seen = set()
         for loader in (self.data.train_loader, self.data.eval_loader):
-            seen |= set(getattr(loader, "skipped", {}))  # folder data's loaders count them; in-memory data has none
+            seen |= set(getattr(loader, "skipped", {}))  # unreadable files, bad image/mask pairs (folder data)
         if self.dist.enabled:
             seen = set().union(*all_gather_object(seen))
         self.console.skipped(len(seen))

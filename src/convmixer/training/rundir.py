@@ -176,13 +176,14 @@ def write_json(path: Path, obj: dict[str, Any]) -> None:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Loss (train, eval) and accuracy (eval top-1, train) per epoch, side by side."""
+    """Loss (train, eval) and the task's figures (classification: eval and train top-1; segmentation: eval mIoU,
+    eval and train pixel accuracy) per epoch, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r for r in history if "eval_top1" in r or "train_loss" in r]
+    epochs = [r for r in history if "eval_loss" in r or "train_loss" in r]
     if not epochs:
         return
     x = [r["epoch"] for r in epochs]
@@ -191,12 +192,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
         pts = [(r["epoch"], r[key]) for r in epochs if key in r]
         if pts:
             ax_loss.plot(*zip(*pts), marker="o", label=label)
-    for key, label in (("eval_top1", "eval top-1"), ("eval_ema_top1", "eval top-1 (EMA)"), ("train_top1", "train top-1")):
+    for key, label in (("eval_top1", "eval top-1"), ("eval_ema_top1", "eval top-1 (EMA)"), ("train_top1", "train top-1"),
+                       ("eval_miou", "eval mIoU"), ("eval_ema_miou", "eval mIoU (EMA)"),
+                       ("eval_pixel_acc", "eval pixel accuracy"), ("train_pixel_acc", "train pixel accuracy")):
         pts = [(r["epoch"], r[key]) for r in epochs if key in r]
         if pts:
             ax_acc.plot(*zip(*pts), marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="accuracy" if "eval_miou" not in epochs[-1] else "mIoU, accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

@@ -58,9 +58,11 @@ class Task(ABC):
 
     # -- evaluation -------------------------------------------------------------------------------------------
     @abstractmethod
-    def evaluate(self, model: nn.Module, data, prepare, *, autocast=None, progress: bool = False) -> EvalMetrics:
+    def evaluate(self, model: nn.Module, data, prepare, *, autocast=None, progress: bool = False,
+                 test_flip: bool | None = None) -> EvalMetrics:
         """Run ``model`` over ``data.eval_loader`` (this rank's shard); ``prepare`` turns uint8 images into model
-        input. Every rank returns the global result."""
+        input; ``test_flip`` averages each image's outputs with its mirror's (None: as ``aug.test_flip`` says).
+        Every rank returns the global result."""
 
     @abstractmethod
     def record_text(self, record: Mapping[str, Any]) -> list[str]:

@@ -157,10 +157,11 @@ class ClassificationTask(Task):
         return f"loss {sums['loss_sum'] / n:.3f} acc {100 * sums['correct'] / n:.1f}%"
 
     # -- evaluation -------------------------------------------------------------------------------------------
-    def evaluate(self, model: nn.Module, data, prepare, *, autocast=None, progress: bool = False) -> EvalResult:
+    def evaluate(self, model: nn.Module, data, prepare, *, autocast=None, progress: bool = False,
+                 test_flip: bool | None = None) -> EvalResult:
         """``model``'s metrics on ``data``'s eval split; with ``aug.test_flip`` its mirror-averaged logits."""
         loader = data.eval_loader
-        if data.augment.cfg.test_flip:
+        if data.augment.cfg.test_flip if test_flip is None else test_flip:
             model = FlipAverage(model)
         return evaluate(model, loader.iterate(), prepare, data.num_classes, autocast, progress=progress,
                         total=len(loader))
