@@ -39,7 +39,7 @@ def small(name, seed=0, **overrides):
 
 def test_registered_segmentation_models():
     assert SEGMENTERS == ["convmixer_seg_768_32", "convmixer_seg_fmnist", "convmixer_seg_fmnist_linear"]
-    assert list_models(task="segmentation") == SEGMENTERS + ["unet_fmnist"]
+    assert list_models(task="segmentation") == SEGMENTERS + ["unet3_fmnist", "unet_fmnist"]
     assert not set(SEGMENTERS) & set(list_models(task="classification"))
     for name in SEGMENTERS:
         entry = get_model_entry(name)
@@ -59,7 +59,7 @@ def test_parameter_counts(name, count):
 def test_list_shows_the_task(capsys):
     assert main(["list", "--task", "segmentation"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and all(line.endswith("segmentation") for line in lines)
+    assert len(lines) == 5 and all(line.endswith("segmentation") for line in lines)
     assert main(["list", "convmixer_fmnist"]) == 0
     assert "segmentation" not in capsys.readouterr().out
     assert main(["list", "--task", "detection"]) == 2
