@@ -90,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad(), plan.autocast():
             outputs = model(plan.prepare_input(x))
         if segmentation:
-            outputs = [back_to_image(o[None], box) for o, (_, _, box) in zip(outputs.float(), batch)]
+            outputs = [back_to_image(o[None], box) for o, (_, _, (box, _)) in zip(outputs.float(), batch)]
             outputs = [task.predictions(o, names, args.top_k)[0] for o in outputs]
         else:
             outputs = task.predictions(outputs, names, args.top_k)
-        for (path, _, _), prediction in zip(batch, outputs):
+        for (path, _, extra), prediction in zip(batch, outputs):
             if segmentation:
-                prediction = write_mask(prediction, path, out_dir, used_stems)
+                prediction = write_mask(prediction, path, extra[1], out_dir, used_stems)
             if args.json:
                 print(json.dumps({"image": str(path), **prediction}))
             else:
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             img = decode_image(path, info.in_chans)
             if segmentation:
                 canvas, box = letterbox(img, info.image_size, fill)
-                batch.append((path, canvas, box))
+                batch.append((path, canvas, (box, img)))
             else:
                 img = eval_transform(img, info.image_size, info.crop_pct, info.interpolation)
         except DataError as e:
@@ -155,15 +155,14 @@ def back_to_image(logits, box):
     return F.interpolate(logits[:, :, :nh, :nw], size=(h, w), mode="bilinear", align_corners=False)
 
 
-def write_mask(prediction: dict, path: Path, out_dir: Path, used: set[str]) -> dict:
+def write_mask(prediction: dict, path: Path, image, out_dir: Path, used: set[str]) -> dict:
     """Write ``prediction``'s mask as ``<out>/<stem>.png`` (palette PNG of class indices) and
     ``<stem>_overlay.png`` (the image with the classes coloured); return the prediction with the file names in
-    place of the mask. A stem already ``used`` in this run (same name in two directories) gets a counter."""
+    place of the mask; ``image`` is the decoded uint8 (C, H, W) input. A stem already ``used`` in this run (same name in two directories) gets a counter."""
     import numpy as np
     import torch
     from PIL import Image
 
-    from ..data.folder import decode_image
     from ..data.palette import overlay, save_palette_png
     from ..io import atomic_write
 
@@ -175,8 +174,7 @@ def write_mask(prediction: dict, path: Path, out_dir: Path, used: set[str]) -> d
     mask = prediction.pop("mask")
     mask_path, overlay_path = out_dir / f"{stem}.png", out_dir / f"{stem}_overlay.png"
     save_palette_png(mask.numpy(), mask_path)
-    rgb = decode_image(path, 3).float() / 255
-    picture = (overlay(rgb, mask) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = (overlay(image.float() / 255, mask) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     with atomic_write(overlay_path) as f:
         Image.fromarray(np.ascontiguousarray(picture)).save(f, format="PNG")
     return {"mask": str(mask_path), "overlay": str(overlay_path), **prediction}
