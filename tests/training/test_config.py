@@ -71,11 +71,21 @@ def test_recipe_values_are_the_papers():
     ("schedule.peak_at=0.9", "peak_at <= anneal_at"),
     ("run.device=tpu", "run.device"),
     ("model.act=tanh", "unknown activation"),
+    ("schedule.resize_from=28", "resize_from=28 must lie between the patch size"),
+    ("schedule.resize_from=1", "resize_from=1 must lie between the patch size"),
+    ("schedule.resize_until=0", "resize_until must lie in"),
 ])
 def test_invalid_values_fail_validation(assignment, match):
     cfg = load_config("fmnist", [assignment])
     with pytest.raises(ConfigError, match=match):
         cfg.validate()
+
+
+def test_progressive_resizing_is_refused_to_a_model_fixed_to_its_size():
+    cfg = load_config("fmnist", ["model.name=mixer_48_5_p4", "schedule.resize_from=16"])
+    with pytest.raises(ConfigError, match="mixer_48_5_p4 cannot run at 16 px"):
+        cfg.validate()
+    load_config("fmnist", ["model.name=resnet20", "schedule.resize_from=16"]).validate()
 
 
 def test_unknown_model_and_bad_override():

@@ -201,3 +201,51 @@ def test_the_eta_counts_the_steps_and_the_evaluations_left(tiny_cfg):
     trainer.cfg.run.max_steps = 12  # ends in epoch 2, which then evaluates
     trainer.progress = Progress(step=4, epoch=0)
     assert trainer._remaining_seconds(320.0) == pytest.approx(8 * 32 / 320 + 5.0)
+
+
+def record_input_sides(monkeypatch):
+    """The side of every training batch the model sees (evaluation batches excluded)."""
+    sides = []
+    original = Trainer._train_step
+
+    def wrapped(self, batches):
+        hook = self.model.register_forward_pre_hook(lambda m, args: sides.append(args[0].shape[-1]) if m.training else None)
+        try:
+            return original(self, batches)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(Trainer, "_train_step", wrapped)
+    return sides
+
+
+@pytest.mark.parametrize("plain", ["true", "false"])
+def test_progressive_resizing_trains_small_then_full_size_and_evaluates_at_full_size(tiny_cfg, monkeypatch, plain):
+    sides = record_input_sides(monkeypatch)
+    trainer = Trainer(tiny_cfg("schedule.resize_from=8", "schedule.resize_until=0.5", f"run.plain={plain}"))
+    summary = trainer.fit().summary
+    # 16 steps, 16 px images, patch 4: 8 px for the first steps, 12 px, then 16 px from step 8 (half-way) on
+    assert sides[0] == 8 and set(sides[8:]) == {16} and sides == sorted(sides) and 12 in sides
+    assert 0 <= summary["test_top1"] <= 100
+
+
+def test_the_eta_weighs_the_cheaper_small_steps(tiny_cfg):
+    trainer = Trainer(tiny_cfg("schedule.resize_from=8", "schedule.resize_until=1.0", "schedule.epochs=1"))
+    trainer.fit()
+    # after the first steps at 8 px (a quarter of the pixels), the steps left cost more per step than those done
+    assert trainer._cost_ratio(2, 8) > 1.5
+    assert trainer._cost_ratio(0, 8) == 1.0
+    plain = Trainer(tiny_cfg("schedule.epochs=1", name="plain"))
+    plain.fit()
+    assert plain._cost_ratio(2, 8) == 1.0
+
+
+def test_interrupted_progressively_resized_run_resumes_exactly(tiny_cfg, monkeypatch):
+    extra = ("schedule.resize_from=8", "schedule.resize_until=0.75")
+    full = Trainer(tiny_cfg(*extra, name="full")).fit()
+    with monkeypatch.context() as m:
+        interrupt_at(m, 5)
+        cut = Trainer(tiny_cfg(*extra, name="cut")).fit()
+    resumed = Trainer.resume(cut.run_dir).fit()
+    a, b = final_weights(full.run_dir), final_weights(resumed.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)

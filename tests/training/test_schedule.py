@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from convmixer.training.config import ScheduleConfig
-from convmixer.training.schedule import lr_at, onecycle_lr
+from convmixer.training.schedule import image_size_at, lr_at, onecycle_lr, relative_costs
 
 
 def test_onecycle_knots():
@@ -36,3 +36,25 @@ def test_custom_knots_and_constant():
     assert lr_at(37, 100, 0.3, ScheduleConfig(kind="constant")) == 0.3
     with pytest.raises(ValueError):
         onecycle_lr(0, 0, 1.0)
+
+
+def test_progressive_resizing_is_off_by_default():
+    cfg = ScheduleConfig()
+    assert {image_size_at(s, 100, 28, cfg, 2) for s in range(100)} == {28}
+    assert relative_costs(10, 28, cfg) == [1.0] * 10
+
+
+def test_progressive_resizing_grows_in_whole_patches_to_full_size_at_resize_until():
+    cfg = ScheduleConfig(resize_from=16, resize_until=0.5)
+    sizes = [image_size_at(s, 100, 28, cfg, 4) for s in range(100)]
+    assert sizes[0] == 16 and sizes[49] == 24 and set(sizes[50:]) == {28}
+    assert sizes == sorted(sizes)  # never shrinks
+    assert all(s % 4 == 0 for s in sizes[:50])
+    assert set(sizes[:50]) == {16, 20, 24}
+    costs = relative_costs(100, 28, cfg, 4)
+    assert costs[0] == pytest.approx((16 / 28) ** 2) and costs[-1] == 1.0
+
+
+def test_progressive_resizing_never_goes_below_the_patch():
+    cfg = ScheduleConfig(resize_from=5, resize_until=1.0)
+    assert image_size_at(0, 10, 28, cfg, 7) == 7

@@ -118,3 +118,14 @@ def test_evaluate_matches_a_direct_computation():
     assert r.loss == pytest.approx(pixel_cross_entropy(logits, m).item(), rel=1e-5)
     assert r.num_samples == 6
     assert r.as_dict()["eval_miou"] == r.miou
+
+
+def test_progressive_resizing_resizes_masks_by_nearest_neighbour():
+    x = torch.randn(2, 1, 8, 8)
+    masks = torch.zeros(2, 8, 8, dtype=torch.long)
+    masks[:, :4] = 3
+    masks[:, :, :2] = 255  # ignored pixels stay ignored, never blended into a class
+    small_x, small = SegmentationTask().resize(x, masks, 4)
+    assert small_x.shape == (2, 1, 4, 4) and small.shape == (2, 4, 4) and small.dtype == torch.long
+    assert set(small.unique().tolist()) == {0, 3, 255}
+    assert (small[:, :, 0] == 255).all() and (small[:, 2:, 1:] == 0).all()

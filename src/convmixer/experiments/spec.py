@@ -41,6 +41,9 @@ RESERVED_KEYS = ("run.out_dir", "run.name", "run.seed")  # the sweep sets these 
 # Settings that do not change what a run computes; left out of a point's fingerprint.
 VOLATILE_KEYS = ("run.out_dir", "run.name", "run.progress", "run.tensorboard", "run.checkpoint_minutes",
                  "run.device")
+# Settings added after sweeps were first recorded: left out of the fingerprint while at their default, so that
+# the points a sweep finished before they existed still count as done.
+LATER_DEFAULTS = {"schedule.resize_from": 0, "schedule.resize_until": 0.5}
 TOP_LEVEL = ("name", "description", "base", "set", "grid", "arms", "seeds", "quick")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -167,6 +170,10 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     for key in VOLATILE_KEYS:
         section, name = key.split(".")
         tree[section].pop(name, None)
+    for key, default in LATER_DEFAULTS.items():
+        section, name = key.split(".")
+        if tree[section].get(name) == default:
+            tree[section].pop(name)
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -70,6 +70,8 @@ class ScheduleConfig:
     peak_at: float = 0.4  # onecycle: fraction of training at which the LR reaches lr (the paper: 2/5)
     anneal_at: float = 0.8  # onecycle: fraction at which it has fallen to lr / final_div (the paper: 4/5)
     final_div: float = 20.0  # onecycle: LR at `anneal_at` is lr / final_div; it then falls linearly to 0
+    resize_from: int = 0  # progressive resizing: side (px) of the training images at step 0 (0: off, full size)
+    resize_until: float = 0.5  # progressive resizing: fraction of training at which they have grown to full size
 
 
 @dataclass
@@ -138,6 +140,10 @@ class TrainConfig:
         if not 0 <= s.peak_at <= s.anneal_at <= 1:
             raise ConfigError(f"schedule needs 0 <= peak_at <= anneal_at <= 1, got {s.peak_at} and {s.anneal_at}")
         _positive("schedule.final_div", s.final_div)
+        if not (isinstance(s.resize_from, int) and s.resize_from >= 0):
+            raise ConfigError(f"schedule.resize_from must be a side in px (0: off), got {s.resize_from!r}")
+        if not 0 < s.resize_until <= 1:
+            raise ConfigError(f"schedule.resize_until must lie in (0, 1], got {s.resize_until}")
         if not 0 <= r.ema_decay < 1:
             raise ConfigError(f"run.ema_decay must lie in [0, 1), got {r.ema_decay}")
         _positive("run.eval_every", r.eval_every)
@@ -183,8 +189,27 @@ class TrainConfig:
         patch = model_kwargs(self.model.name, **self.model.overrides()).get("patch_size")
         if patch is not None and patch > size:
             raise ConfigError(f"patch size {patch} is larger than the {size}x{size} images of {self.data.dataset}")
+        start = self.schedule.resize_from
+        if isinstance(start, int) and start and not (patch or 1) <= start < size:
+            raise ConfigError(f"schedule.resize_from={start} must lie between the patch size ({patch or 1}) and the "
+                              f"{size} px side of the training images (0: off)")
         with torch.device("meta"):
-            build_registered(self.model.name, **self.model.overrides())
+            model = build_registered(self.model.name, **self.model.overrides())
+            if isinstance(start, int) and start:
+                self._check_any_size(model, start)
+
+    def _check_any_size(self, model, side: int) -> None:
+        """Progressive resizing needs a model that runs at a smaller side: a forward pass on the meta device."""
+        import torch
+
+        from ..errors import InputShapeError
+
+        chans = getattr(model, "in_chans", None) or 3
+        try:
+            model(torch.empty(2, chans, side, side))
+        except InputShapeError as e:
+            raise ConfigError(f"schedule.resize_from: {self.model.name} cannot run at {side} px: "
+                              f"{str(e).splitlines()[0]}") from None
 
 
 def _positive(name: str, value: float) -> None:

@@ -6,6 +6,7 @@
         for each optimizer step, a group of `accum_steps` micro-batches (uint8 images from the loader):
             for each micro-batch:
                 x, targets = task.batch(images, labels, generator(seed, "augment", rank, micro-batch index))   on device
+                (progressive resizing: x, targets = task.resize(x, targets, image_size(step)))
                 with autocast: loss = task.loss(model(x), targets); scaler.scale(loss / accum_steps).backward()
             lr = schedule(step); clip grad norm; AdamW step (not taken on non-finite gradients); EMA update
             sum the step's statistics over ranks; stop on a non-finite loss or gradients, a signal or max_steps
@@ -22,6 +23,7 @@ weights of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import signal
 import time
@@ -52,7 +54,7 @@ from .distributed import (
 )
 from .optim import build_optimizer
 from .rundir import RunDirectory, RunLog, check_resumable, default_run_name, plot_curves, write_json
-from .schedule import lr_at
+from .schedule import image_size_at, lr_at, relative_costs
 from .state import capture_rng, load_state, restore_rng, save_state
 from .tasks import Task, task_for_config
 
@@ -246,6 +248,8 @@ class Trainer:
 
             raise ConfigError(f"an epoch has {len(loader)} batches, fewer than optim.accum_steps={cfg.optim.accum_steps}")
         self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
+        self.patch_multiple = getattr(self.model, "patch_size", 1)  # progressive resizing keeps whole patches
+        self._cum_cost: list[float] | None = None  # cumulative relative step costs, built on first use
         self.progress = Progress()
         self._stats_agreed_at = -1  # the step at which the ranks' BatchNorm statistics were last averaged
         if self.resume_state is not None:
@@ -350,6 +354,9 @@ class Trainer:
             index = p.epoch * self.steps_per_epoch * accum + i
             x, targets = self.task.batch(self.data, images, labels,
                                          generator(cfg.run.seed, "augment", self.dist.rank, index, device=self.device))
+            size = image_size_at(p.step, self.total_steps, self.data.image_size, cfg.schedule, self.patch_multiple)
+            if size != self.data.image_size:
+                x, targets = self.task.resize(x, targets, size)
             sync = contextlib.nullcontext()
             if self.dist.enabled and j < accum - 1:
                 sync = self.train_model.no_sync()  # all-reduce gradients once per optimizer step
@@ -416,7 +423,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         last = self._last_step()
         per_step = self.data.train_loader.batch_size * cfg.optim.accum_steps * self.dist.world_size
-        train = (last - p.step) * per_step / max(rate, 1e-9)
+        train = (last - p.step) * per_step / max(rate, 1e-9) * self._cost_ratio(p.step, last)
         last_epoch = min(cfg.schedule.epochs, -(-last // self.steps_per_epoch))
         evals = sum(1 for e in range(p.epoch + 1, last_epoch + 1) if e % cfg.run.eval_every == 0 or e == last_epoch)
         if self._epoch_end_s is not None:
@@ -424,6 +431,17 @@ class Trainer:
         else:
             per_eval = self.data.eval_loader.dataset_size / max(3 * rate, 1e-9)
         return train + evals * per_eval
+
+    def _cost_ratio(self, step: int, last: int) -> float:
+        """Mean cost of steps [step, last) over that of steps [0, step): 1 unless progressive resizing made the
+        steps done so far cheaper than those to come (schedule.relative_costs)."""
+        if not self.cfg.schedule.resize_from or step <= 0 or last <= step:
+            return 1.0
+        if self._cum_cost is None:
+            costs = relative_costs(self.total_steps, self.data.image_size, self.cfg.schedule, self.patch_multiple)
+            self._cum_cost = [0.0, *itertools.accumulate(costs)]
+        done, left = self._cum_cost[step] / step, (self._cum_cost[last] - self._cum_cost[step]) / (last - step)
+        return left / max(done, 1e-9)
 
     def _last_step(self) -> int:
         """The step the run ends at: the schedule's last, or ``run.max_steps`` when that comes first."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Tensor = torch.Tensor
@@ -39,6 +40,11 @@ class Task(ABC):
     @abstractmethod
     def batch(self, data, images: Tensor, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Loader output -> (model input, targets) for one training micro-batch: augmentation happens here."""
+
+    def resize(self, x: Tensor, targets: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """Progressive resizing: a training batch ``x`` (B, C, H, W) shrunk to (B, C, size, size) with an
+        antialiased bilinear filter; image-level targets stay as they are (a dense task resizes its own)."""
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False), targets
 
     @abstractmethod
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:

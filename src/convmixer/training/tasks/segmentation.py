@@ -154,6 +154,13 @@ class SegmentationTask(Task):
         """(normalized float images, int64 masks) from the data module's joint augmentation."""
         return data.augment(images, masks, generator)
 
+    def resize(self, x: Tensor, masks: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """Progressive resizing: images (B, C, H, W) as in :meth:`Task.resize`, masks (B, H, W) by nearest
+        neighbour (class indices and the ignore index are never blended)."""
+        x, _ = super().resize(x, masks, size)
+        masks = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].long()
+        return x, masks
+
     def loss(self, outputs, targets: Tensor) -> Tensor:
         main, aux = split_outputs(outputs)
         loss = pixel_cross_entropy(main, targets)
