@@ -240,8 +240,9 @@ def test_the_eta_weighs_the_cheaper_small_steps(tiny_cfg):
     assert plain._cost_ratio(2, 8) == 1.0
 
 
-def test_interrupted_progressively_resized_run_resumes_exactly(tiny_cfg, monkeypatch):
-    extra = ("schedule.resize_from=8", "schedule.resize_until=0.75")
+@pytest.mark.parametrize("extra", [("schedule.resize_from=8", "schedule.resize_until=0.75"),
+                                   ("optim.lookahead_k=3", "optim.lookahead_alpha=0.5")], ids=["resize", "lookahead"])
+def test_interrupted_run_with_a_step_dependent_option_resumes_exactly(tiny_cfg, monkeypatch, extra):
     full = Trainer(tiny_cfg(*extra, name="full")).fit()
     with monkeypatch.context() as m:
         interrupt_at(m, 5)
@@ -249,3 +250,16 @@ def test_interrupted_progressively_resized_run_resumes_exactly(tiny_cfg, monkeyp
     resumed = Trainer.resume(cut.run_dir).fit()
     a, b = final_weights(full.run_dir), final_weights(resumed.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lookahead_changes_the_training_and_keeps_its_slow_weights_in_the_checkpoint(tiny_cfg):
+    plain = Trainer(tiny_cfg("schedule.epochs=1", name="plain")).fit()
+    trainer = Trainer(tiny_cfg("schedule.epochs=1", "optim.lookahead_k=4", name="la"))
+    la = trainer.fit()
+    slow = load_state(la.run_dir / "last.pt")["lookahead"]
+    params = [q for g in trainer.optimizer.param_groups for q in g["params"]]
+    assert len(slow) == len(params) == len(list(trainer.model.parameters()))
+    # 8 steps with k = 4: the last step was a sync, so the saved slow weights are the model's weights
+    assert all(torch.equal(a, b.detach()) for a, b in zip(slow, params))
+    assert not torch.equal(final_weights(plain.run_dir)["head.weight"], final_weights(la.run_dir)["head.weight"])
+    assert load_state(plain.run_dir / "last.pt")["lookahead"] is None

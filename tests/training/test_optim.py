@@ -32,3 +32,21 @@ def test_soft_cross_entropy_matches_hard_and_smoothed():
     smooth = onehot * 0.9 + 0.1 / 5
     torch.testing.assert_close(soft_cross_entropy(logits, smooth),
                                torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1))
+
+
+def test_lookahead_pulls_the_slow_weights_every_k_steps_and_restarts_from_them():
+    from convmixer.training.optim import Lookahead
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    la = Lookahead([w], k=2, alpha=0.5)
+    with torch.no_grad():
+        w.fill_(1.0)
+    la.after_step(1)  # not a sync step: nothing happens
+    assert torch.equal(w, torch.ones(3)) and torch.equal(la.slow[0], torch.zeros(3))
+    with torch.no_grad():
+        w.fill_(2.0)
+    la.after_step(2)  # slow = 0 + 0.5 * (2 - 0) = 1, and the fast weights restart there
+    assert torch.equal(la.slow[0], torch.ones(3)) and torch.equal(w.detach(), torch.ones(3))
+    other = Lookahead([torch.nn.Parameter(torch.zeros(3))], k=2, alpha=0.5)
+    other.load_state_dict(la.state_dict())
+    assert torch.equal(other.slow[0], torch.ones(3))

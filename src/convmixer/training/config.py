@@ -61,6 +61,9 @@ class OptimConfig:
     eps: float = 1e-3  # AdamW epsilon (the paper's recipe uses 1e-3, not the usual 1e-8)
     clip_grad: float | None = 1.0  # clip the global gradient L2 norm to this (None: no clipping)
     accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size * accum_steps * world)
+    lookahead_k: int = 0  # Lookahead (Zhang et al. 2019): every k optimizer steps pull the slow weights toward the
+    # fast ones and restart from them (0: off; the paper's 5-10)
+    lookahead_alpha: float = 0.5  # Lookahead: slow weights += alpha * (fast - slow) every k steps
 
 
 @dataclass
@@ -136,6 +139,9 @@ class TrainConfig:
         if o.clip_grad is not None:
             _positive("optim.clip_grad", o.clip_grad)
         _positive("optim.accum_steps", o.accum_steps)
+        _non_negative("optim.lookahead_k", o.lookahead_k)
+        if not 0 < o.lookahead_alpha <= 1:
+            raise ConfigError(f"optim.lookahead_alpha must lie in (0, 1], got {o.lookahead_alpha}")
         _positive("schedule.epochs", s.epochs)
         if not 0 <= s.peak_at <= s.anneal_at <= 1:
             raise ConfigError(f"schedule needs 0 <= peak_at <= anneal_at <= 1, got {s.peak_at} and {s.anneal_at}")

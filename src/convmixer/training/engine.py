@@ -8,7 +8,7 @@
                 x, targets = task.batch(images, labels, generator(seed, "augment", rank, micro-batch index))   on device
                 (progressive resizing: x, targets = task.resize(x, targets, image_size(step)))
                 with autocast: loss = task.loss(model(x), targets); scaler.scale(loss / accum_steps).backward()
-            lr = schedule(step); clip grad norm; AdamW step (not taken on non-finite gradients); EMA update
+            lr = schedule(step); clip grad norm; AdamW step (not taken on non-finite gradients); Lookahead; EMA update
             sum the step's statistics over ranks; stop on a non-finite loss or gradients, a signal or max_steps
         average the ranks' BatchNorm statistics (without sync_bn)
         evaluate (task.evaluate), log the epoch, save last.pt (and best.pt)
@@ -52,7 +52,7 @@ from .distributed import (
     init_distributed,
     resolve_device,
 )
-from .optim import build_optimizer
+from .optim import Lookahead, build_optimizer
 from .rundir import RunDirectory, RunLog, check_resumable, default_run_name, plot_curves, write_json
 from .schedule import image_size_at, lr_at, relative_costs
 from .state import capture_rng, load_state, restore_rng, save_state
@@ -236,6 +236,10 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.train_model = maybe_compile(self.train_model, self.plan)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.lookahead = None
+        if cfg.optim.lookahead_k:
+            self.lookahead = Lookahead([q for g in self.optimizer.param_groups for q in g["params"]],
+                                       cfg.optim.lookahead_k, cfg.optim.lookahead_alpha)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
         self.ema = None
         if cfg.run.ema_decay > 0:
@@ -281,6 +285,8 @@ class Trainer:
         if self.ema is not None and state.get("model_ema") is not None:
             ema = {f"module.{k}": v for k, v in state["model_ema"].items()}
             self.ema.load_state_dict({**ema, "n_averaged": state["ema_n_averaged"]})
+        if self.lookahead is not None and state.get("lookahead") is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
         restore_rng(state["rng"])
         self.progress = Progress.from_dict(state["progress"])
 
@@ -383,6 +389,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.lookahead is not None and not bad_grads:
+            self.lookahead.after_step(p.step + 1)
         if self.ema is not None and not bad_grads:
             self.ema.update_parameters(self.model)
         sums["nonfinite_grads"] = torch.tensor(float(bad_grads), device=self.device)
@@ -517,6 +525,7 @@ class Trainer:
             # EMA weights as a plain state dict, so `eval --ema` and export read them like any weights
             "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
             "ema_n_averaged": self.ema.n_averaged if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "rng": capture_rng(),
             "progress": asdict(self.progress),
             "classes": list(self.data.classes),

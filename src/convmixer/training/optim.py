@@ -1,4 +1,4 @@
-"""AdamW with the paper's parameter groups, and the soft-target loss."""
+"""AdamW with the paper's parameter groups, Lookahead (optional), and the soft-target loss."""
 
 from __future__ import annotations
 
@@ -24,6 +24,35 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     # lr is overwritten every step by the schedule; foreach is torch's fast multi-tensor path
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+class Lookahead:
+    """Lookahead (Zhang, Lucas, Hinton and Ba, 2019) around any optimizer: slow weights phi start as the model's
+    parameters; every ``k`` steps of the inner optimizer, phi += alpha * (theta - phi) and the fast weights theta
+    restart from phi. The inner optimizer's moments are kept (the paper's default). The slow weights are part of
+    the training state (``state_dict``), so a resumed run continues exactly."""
+
+    def __init__(self, params: list[nn.Parameter], k: int, alpha: float) -> None:
+        self.params, self.k, self.alpha = list(params), k, alpha
+        self.slow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """Call after optimizer step number ``step`` (1-based): syncs on every k-th."""
+        if step % self.k:
+            return
+        fast = [p.detach() for p in self.params]
+        torch._foreach_lerp_(self.slow, fast, self.alpha)
+        torch._foreach_copy_(fast, self.slow)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return self.slow
+
+    def load_state_dict(self, slow: list[torch.Tensor]) -> None:
+        if len(slow) != len(self.slow):
+            raise ValueError(f"lookahead state has {len(slow)} tensors, the model {len(self.slow)}")
+        for mine, saved in zip(self.slow, slow):
+            mine.copy_(saved)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

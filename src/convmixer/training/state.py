@@ -1,7 +1,8 @@
 """Train-state checkpoints: everything needed to continue a run exactly, in one atomic file.
 
 Layout (see docs/architecture.md): ``version``, ``model``, ``model_name``, ``model_config``, ``config``,
-``optimizer``, ``scaler``, ``model_ema`` and ``ema_n_averaged`` (None without EMA), ``rng``, ``progress`` (step,
+``optimizer``, ``scaler``, ``model_ema`` and ``ema_n_averaged`` (None without EMA), ``lookahead`` (the slow
+weights in parameter order; None without Lookahead, absent before it existed), ``rng``, ``progress`` (step,
 epoch, next batch within the epoch, the best value of the task's primary metric and its epoch, elapsed time,
 images, the epoch's running sums by name: see ``engine.Progress``),
 ``classes``, ``mean``, ``std``, ``image_size``. Only tensors, numbers, strings, lists and dicts, so
