@@ -48,6 +48,17 @@ def test_fingerprint_ignores_where_a_run_writes_but_not_what_it_computes(write_s
     assert load_spec(write_spec(set={"schedule.epochs": 3})).points()[0].fingerprint != there.fingerprint
 
 
+def test_settings_added_later_keep_the_fingerprints_of_finished_sweeps_while_at_their_default():
+    # recorded before schedule.resize_* and optim.lookahead_* existed: a new field must join LATER_DEFAULTS (or
+    # change a default on purpose), or every finished sweep point would be run again
+    from convmixer.training.config import TrainConfig, load_config
+
+    assert config_fingerprint(TrainConfig()) == "9e44988323824ddf"
+    assert config_fingerprint(load_config("fmnist_seg")) == "31e94f8664e5f688"
+    assert config_fingerprint(load_config("fmnist_seg", ["optim.lookahead_k=5"])) != "31e94f8664e5f688"
+    assert config_fingerprint(load_config("fmnist_seg", ["schedule.resize_from=32"])) != "31e94f8664e5f688"
+
+
 def test_a_bad_point_fails_at_expansion_with_one_line_naming_it(write_spec):
     spec = load_spec(write_spec(grid={"model.patch_size": [4, 32]}))
     with pytest.raises(ConfigError, match=r"point p32-s0: patch size 32 is larger than the 16x16") as e:
