@@ -37,6 +37,17 @@ def test_points_are_taken_at_fixed_image_counts_outside_the_timed_loop(tmp_path,
     assert result["summary"]["test_top1"] == pytest.approx(points[-1]["metrics"]["model"], abs=0.01)
 
 
+def test_the_runs_eta_is_recorded_against_the_time_the_run_took(tmp_path, monkeypatch):
+    import convmixer.experiments.tta as tta
+
+    monkeypatch.setattr(tta, "ETA_CHECK_S", (0.0, 1e9))  # after the first step; the second never comes
+    result = run_recipe("fmnist", TINY, eval_every=10_000, out_dir=tmp_path, log=lambda m: None)
+    (check,) = result["eta_checks"]
+    assert check["eta_s"] > 0 and check["predicted_total_s"] == pytest.approx(check["train_s"] + check["eta_s"], abs=0.2)
+    actual = check["predicted_total_s"] / (1 + check["error"])
+    assert actual >= result["summary"]["wall_time_s"] - 0.1  # training time plus the run's epoch ends
+
+
 def test_first_reach():
     points = [{"images": i, "train_s": i / 10, "epoch": i / 100, "metrics": {"model": acc}}
               for i, acc in ((100, 80.0), (200, 93.0), (300, 92.0), (400, 94.5))]

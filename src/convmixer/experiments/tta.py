@@ -31,11 +31,16 @@ def first_reach(points: list[dict[str, Any]], metric: str, target: float) -> dic
     return None
 
 
+ETA_CHECK_S = (60.0, 300.0)  # seconds of training after which the run's ETA is recorded
+
+
 def run_recipe(config: str, overrides: list[str], *, eval_every: int, out_dir: Path,
                log=print) -> dict[str, Any]:
     """Train ``config`` with ``overrides`` and evaluate every ``eval_every`` training images (and at the end).
 
-    Returns {"points": [{"images", "train_s", "epoch", "metrics": {name: %}}], "summary", "plan"}: the task's
+    Returns {"points": [{"images", "train_s", "epoch", "metrics": {name: %}}], "eta_checks", "summary", "plan"}:
+    ``eta_checks`` are the progress bar's run ETA after 1 and 5 minutes of training against the time the run then
+    took (``error``: predicted / actual - 1); ``metrics`` are the task's
     primary metric (classification: test top-1, segmentation: test mIoU) of ``model``, ``model_flip`` and, with an
     EMA, ``ema`` and ``ema_flip``.
     """
@@ -67,15 +72,27 @@ def run_recipe(config: str, overrides: list[str], *, eval_every: int, out_dir: P
         log(f"  {p.images:>8,} images  {p.elapsed:7.1f} s  "
             + "  ".join(f"{k} {v:.2f}%" for k, v in metrics.items()))
 
+    eta_checks: list[dict[str, float]] = []  # the progress bar's run ETA after 1 and 5 minutes of training
+
     def on_step(trainer: Trainer) -> None:
-        if trainer.progress.images >= (len(points) + 1) * eval_every:
+        p = trainer.progress
+        if len(eta_checks) < len(ETA_CHECK_S) and p.elapsed >= ETA_CHECK_S[len(eta_checks)]:
+            eta_checks.append({"train_s": round(p.elapsed, 1), "eta_s": round(trainer.eta_seconds(), 1)})
+        if p.images >= (len(points) + 1) * eval_every:
             measure(trainer)
 
     trainer = Trainer(cfg, on_step=on_step)
     result = trainer.fit()
     if not points or points[-1]["images"] != trainer.progress.images:
         measure(trainer)  # the end of the run (the last step of the schedule or run.max_steps)
-    return {"config": config, "overrides": overrides, "points": points, "summary": result.summary,
+    # the ETA covers training and the run's epoch ends (its last evaluation and checkpoints); this driver's own
+    # evaluations are in neither
+    final_s = trainer.progress.elapsed + (trainer._epoch_end_s or 0.0)
+    for check in eta_checks:
+        check["predicted_total_s"] = round(check["train_s"] + check["eta_s"], 1)
+        check["error"] = round(check["predicted_total_s"] / max(final_s, 1e-9) - 1, 3)
+    return {"config": config, "overrides": overrides, "points": points, "eta_checks": eta_checks,
+            "summary": result.summary,
             "plan": result.summary.get("execution"), "command_s": round(time.monotonic() - started, 1)}
 
 

@@ -424,6 +424,11 @@ class Trainer:
         rate = p.images / max(p.elapsed, 1e-9)
         self.console.step(p.epoch_sums, rate, self._remaining_seconds(rate))
 
+    def eta_seconds(self) -> float:
+        """What the progress bar shows as the run's ETA now (seconds): see :meth:`_remaining_seconds`."""
+        p = self.progress
+        return self._remaining_seconds(p.images / max(p.elapsed, 1e-9))
+
     def _remaining_seconds(self, rate: float) -> float:
         """The run's ETA: the training steps left at ``rate`` images/s, plus the epoch ends left (evaluation and
         checkpoints) at the measured cost of the last one, or, before any, evaluation at three times the
