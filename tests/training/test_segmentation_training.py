@@ -168,3 +168,22 @@ def test_onnx_export_of_a_trained_segmenter_agrees_on_real_scenes(seg_cfg, tmp_p
     assert got.shape == expected.shape == (64, 11, 64, 64)
     assert (got - expected).abs().max().item() <= 1e-4
     assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_progressive_resizing_feeds_a_unet_only_sides_it_takes(tmp_path, monkeypatch):
+    sides = []
+    original = Trainer._train_step
+
+    def wrapped(self, batches):
+        hook = self.model.register_forward_pre_hook(lambda m, a: sides.append(a[0].shape[-1]) if m.training else None)
+        try:
+            return original(self, batches)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(Trainer, "_train_step", wrapped)
+    unet = [a for a in SEG_TINY if not a.startswith("model.")]
+    cfg = load_config("fmnist_seg", [*unet, "model.name=unet_fmnist", "schedule.resize_from=9",
+                                     "schedule.resize_until=1.0", f"run.out_dir={tmp_path}", "run.name=unet"])
+    Trainer(cfg).fit()
+    assert sides and all(s % 4 == 0 for s in sides) and sides[0] == 8  # 2 levels: multiples of 4; 9 -> 8

@@ -119,3 +119,9 @@ def build_registered(name: str, **overrides: Any) -> nn.Module:
         raise ConfigError(f"cannot build {name!r} with {overrides}: {e}") from None
     model.registry_name = name  # lets save_checkpoint record which entry built it
     return model
+
+
+def size_multiple(model: nn.Module) -> int:
+    """The side (px) a model's input sides are best multiples of: the model's own ``size_multiple`` (a U-Net's
+    2^levels), else its patch size (whole patches, nothing cut off by the stem), else 1."""
+    return int(getattr(model, "size_multiple", None) or getattr(model, "patch_size", None) or 1)

@@ -205,11 +205,15 @@ class TrainConfig:
                 self._check_any_size(model, start)
 
     def _check_any_size(self, model, side: int) -> None:
-        """Progressive resizing needs a model that runs at a smaller side: a forward pass on the meta device."""
+        """Progressive resizing needs a model that runs at a smaller side: a forward pass on the meta device at the
+        first step's side (``side`` rounded down to the model's size multiple, as the engine does)."""
         import torch
 
         from ..errors import InputShapeError
+        from ..models.registry import size_multiple
 
+        multiple = size_multiple(model)
+        side = max(multiple, side // multiple * multiple)
         chans = getattr(model, "in_chans", None) or 3
         try:
             model(torch.empty(2, chans, side, side))

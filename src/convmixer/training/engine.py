@@ -37,6 +37,7 @@ from torch import nn
 
 from ..data.seeding import derive_seed, generator
 from ..errors import ConvMixerError, os_error_message
+from ..models.registry import size_multiple
 from .config import TrainConfig, dump_yaml
 from .console import Console
 from .distributed import (
@@ -252,7 +253,7 @@ class Trainer:
 
             raise ConfigError(f"an epoch has {len(loader)} batches, fewer than optim.accum_steps={cfg.optim.accum_steps}")
         self.total_steps = self.steps_per_epoch * cfg.schedule.epochs
-        self.patch_multiple = getattr(self.model, "patch_size", 1)  # progressive resizing keeps whole patches
+        self.size_multiple = size_multiple(self.model)  # progressive resizing keeps whole patches (or U-Net levels)
         self._cum_cost: list[float] | None = None  # cumulative relative step costs, built on first use
         self.progress = Progress()
         self._stats_agreed_at = -1  # the step at which the ranks' BatchNorm statistics were last averaged
@@ -360,7 +361,7 @@ class Trainer:
             index = p.epoch * self.steps_per_epoch * accum + i
             x, targets = self.task.batch(self.data, images, labels,
                                          generator(cfg.run.seed, "augment", self.dist.rank, index, device=self.device))
-            size = image_size_at(p.step, self.total_steps, self.data.image_size, cfg.schedule, self.patch_multiple)
+            size = image_size_at(p.step, self.total_steps, self.data.image_size, cfg.schedule, self.size_multiple)
             if size != self.data.image_size:
                 x, targets = self.task.resize(x, targets, size)
             sync = contextlib.nullcontext()
@@ -451,7 +452,7 @@ class Trainer:
         if not self.cfg.schedule.resize_from or step <= 0 or last <= step:
             return 1.0
         if self._cum_cost is None:
-            costs = relative_costs(self.total_steps, self.data.image_size, self.cfg.schedule, self.patch_multiple)
+            costs = relative_costs(self.total_steps, self.data.image_size, self.cfg.schedule, self.size_multiple)
             self._cum_cost = [0.0, *itertools.accumulate(costs)]
         done, left = self._cum_cost[step] / step, (self._cum_cost[last] - self._cum_cost[step]) / (last - step)
         return left / max(done, 1e-9)

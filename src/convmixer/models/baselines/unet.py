@@ -66,6 +66,11 @@ class UNet(nn.Module):
     def config(self) -> dict[str, Any]:
         return {"width": self.width, "levels": self.levels, "num_classes": self.num_classes, "in_chans": self.in_chans}
 
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (2^levels: every pooling halves the map exactly)."""
+        return 2 ** self.levels
+
     def check_input(self, x: torch.Tensor) -> None:
         """InputShapeError for a batch of the wrong rank or channels; ConfigError for sides not multiples of 2^L."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:

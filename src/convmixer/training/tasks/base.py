@@ -79,8 +79,10 @@ class Task(ABC):
         """summary.json's task figures, from the last evaluated record and the best primary metric."""
 
     def summary_extras(self, final: Mapping[str, Any]) -> dict[str, Any]:
-        """Optional figures that close summary.json (e.g. the EMA model's), from the last evaluated record."""
-        return {}
+        """Figures that close summary.json, from the last evaluated record: the EMA model's primary metric
+        (``test_ema_<primary>``) when the run kept one."""
+        key = f"eval_ema_{self.primary}"
+        return {f"test_ema_{self.primary}": final[key]} if key in final else {}
 
     @abstractmethod
     def eval_report(self, result: EvalMetrics, classes: list[str]) -> dict[str, Any]:

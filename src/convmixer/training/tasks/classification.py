@@ -180,9 +180,6 @@ class ClassificationTask(Task):
         return {"test_top1": final.get("eval_top1"), "test_top5": final.get("eval_top5"),
                 "test_loss": final.get("eval_loss"), "best_top1": best}
 
-    def summary_extras(self, final: Mapping[str, Any]) -> dict[str, Any]:
-        return {"test_ema_top1": final["eval_ema_top1"]} if "eval_ema_top1" in final else {}
-
     def eval_report(self, result: EvalResult, classes: list[str]) -> dict[str, Any]:
         return {"num_samples": result.num_samples, "top1": result.top1, "top5": result.top5, "loss": result.loss,
                 "per_class": dict(zip(classes, result.per_class))}

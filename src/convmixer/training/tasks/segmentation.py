@@ -211,9 +211,6 @@ class SegmentationTask(Task):
         return {"test_miou": final.get("eval_miou"), "test_pixel_acc": final.get("eval_pixel_acc"),
                 "test_loss": final.get("eval_loss"), "best_miou": best}
 
-    def summary_extras(self, final: Mapping[str, Any]) -> dict[str, Any]:
-        return {"test_ema_miou": final["eval_ema_miou"]} if "eval_ema_miou" in final else {}
-
     def eval_report(self, result: SegEvalResult, classes: list[str]) -> dict[str, Any]:
         return {"num_samples": result.num_samples, "miou": result.miou, "pixel_acc": result.pixel_acc,
                 "loss": result.loss, "per_class_iou": dict(zip(classes, result.per_class_iou)),
