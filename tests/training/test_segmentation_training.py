@@ -171,17 +171,9 @@ def test_onnx_export_of_a_trained_segmenter_agrees_on_real_scenes(seg_cfg, tmp_p
 
 
 def test_progressive_resizing_feeds_a_unet_only_sides_it_takes(tmp_path, monkeypatch):
-    sides = []
-    original = Trainer._train_step
+    from .test_engine import record_input_sides
 
-    def wrapped(self, batches):
-        hook = self.model.register_forward_pre_hook(lambda m, a: sides.append(a[0].shape[-1]) if m.training else None)
-        try:
-            return original(self, batches)
-        finally:
-            hook.remove()
-
-    monkeypatch.setattr(Trainer, "_train_step", wrapped)
+    sides = record_input_sides(monkeypatch)
     unet = [a for a in SEG_TINY if not a.startswith("model.")]
     cfg = load_config("fmnist_seg", [*unet, "model.name=unet_fmnist", "schedule.resize_from=9",
                                      "schedule.resize_until=1.0", f"run.out_dir={tmp_path}", "run.name=unet"])
