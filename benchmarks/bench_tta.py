@@ -77,8 +77,7 @@ def run_one(recipe: dict, seed: int, args) -> dict:
 
 def default_metric(result: dict) -> str:
     """What the recipe reports: the EMA's accuracy where it keeps one, with flip TTA where it asks for it."""
-    flip = any(o.startswith("aug.test_flip=") and o.split("=", 1)[1].lower() in ("true", "1") for o in
-               result["overrides"])
+    flip = bool(result["summary"].get("test_flip"))  # the resolved aug.test_flip, from the recipe or an override
     base = "ema" if "ema" in result["points"][-1]["metrics"] else "model"
     return base + ("_flip" if flip else "")
 

@@ -87,10 +87,14 @@ def test_train_eval_predict_end_to_end(trained, tmp_path):
 
 def test_eval_does_test_time_flip_as_the_run_did(tmp_path):
     out = tmp_path / "runs"
-    proc = cli("train", *SETS, "--set", "aug.test_flip=true", "--set", "run.max_steps=4", "--out-dir", str(out),
-               "--name", "f", timeout=300)
+    proc = cli("train", *SETS, "--set", "aug.test_flip=true", "--set", "run.max_steps=4", "--set", "run.ema_decay=0.9",
+               "--out-dir", str(out), "--name", "f", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    reported = json.loads((out / "f" / "summary.json").read_text())["test_top1"]
+    summary = json.loads((out / "f" / "summary.json").read_text())
+    reported = summary["test_top1"]
+    # the headline says how the figure was measured and gives the EMA's beside it
+    assert summary["test_flip"] is True
+    assert f"(with test-time flip, EMA {summary['test_ema_top1']:.2f}%)" in proc.stdout.splitlines()[-1]
     for flags, flip in (([], True), (["--no-test-flip"], False), (["--test-flip"], True)):
         proc = cli("eval", "--checkpoint", str(out / "f" / "last.pt"), "--out", str(tmp_path / "e"), *flags)
         assert proc.returncode == 0, proc.stderr

@@ -54,6 +54,7 @@ def test_settings_added_later_keep_the_fingerprints_of_finished_sweeps_while_at_
     from convmixer.training.config import TrainConfig, load_config
 
     assert config_fingerprint(TrainConfig()) == "9e44988323824ddf"
+    assert config_fingerprint(load_config("fmnist_v1")) == "d5cd550d9e75fd4c"  # the base of the recorded sweeps
     assert config_fingerprint(load_config("fmnist_seg")) == "31e94f8664e5f688"
     assert config_fingerprint(load_config("fmnist_seg", ["optim.lookahead_k=5"])) != "31e94f8664e5f688"
     assert config_fingerprint(load_config("fmnist_seg", ["schedule.resize_from=32"])) != "31e94f8664e5f688"

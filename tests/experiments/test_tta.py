@@ -12,7 +12,7 @@ TINY = [
     "model.name=convmixer_256_8_ks5_p2", "model.dim=16", "model.depth=2", "model.kernel_size=3", "model.patch_size=4",
     "data.dataset=synthetic", "data.synthetic_size=256", "data.synthetic_eval_size=64", "data.synthetic_image_size=16",
     "data.synthetic_chans=1", "data.synthetic_classes=4", "data.batch_size=32", "data.eval_batch_size=64",
-    "schedule.epochs=2", "optim.lr=0.005", "run.plain=true",
+    "schedule.epochs=2", "optim.lr=0.005", "run.plain=true", "run.ema_decay=0", "aug.test_flip=false",
 ]
 
 
@@ -68,11 +68,13 @@ def test_the_benchmark_compares_recipes_in_alternating_order(tmp_path):
         bench.parse_recipe("fmnist")
     out = tmp_path / "r.json"
     recipe = "tiny: fmnist " + " ".join(TINY)
-    assert bench.main(["--recipe", recipe, "--recipe", recipe.replace("tiny", "fast") + " optim.lr=0.02",
+    fast = recipe.replace("tiny", "fast") + " optim.lr=0.02 run.ema_decay=0.9 aug.test_flip=true"
+    assert bench.main(["--recipe", recipe, "--recipe", fast,
                        "--eval-every", "256", "--targets", "50", "--threads", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [r["label"] for r in report["runs"]] == ["tiny", "fast"] and out.with_suffix(".png").is_file()
-    assert report["machine"]["cpu"] and report["runs"][0]["metric"] == "model"
+    # each recipe is judged by what it reports: the EMA where it keeps one, with flip TTA where it asks for it
+    assert report["machine"]["cpu"] and [r["metric"] for r in report["runs"]] == ["model", "ema_flip"]
     row = report["summary"][0]
     assert row["reached_50.0"] in ("0/1", "1/1") and row["final_mean"] == report["runs"][0]["final"]
 

@@ -7,6 +7,7 @@ TINY = [
     "data.dataset=synthetic", "data.synthetic_size=256", "data.synthetic_eval_size=64", "data.synthetic_image_size=16",
     "data.synthetic_chans=1", "data.synthetic_classes=4", "data.batch_size=32", "data.eval_batch_size=64",
     "schedule.epochs=2", "optim.lr=0.005", "run.progress=false", "run.tensorboard=false", "run.plain=true",
+    "run.ema_decay=0", "aug.test_flip=false",  # the default recipe's EMA and flip TTA: on where a test asks for them
 ]
 
 

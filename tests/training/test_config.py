@@ -68,7 +68,7 @@ def test_recipe_values_are_the_papers():
     ("model.patch_size=32", "larger than the 28x28"),
     ("data.dataset=imagenet22k", "unknown dataset"),
     ("data.root=/no/such/dir", "does not exist"),
-    ("schedule.peak_at=0.9", "peak_at <= anneal_at"),
+    ("schedule.anneal_at=0.1", "peak_at <= anneal_at"),
     ("run.device=tpu", "run.device"),
     ("model.act=tanh", "unknown activation"),
     ("schedule.resize_from=28", "resize_from=28 must lie between the patch size"),

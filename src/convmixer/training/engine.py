@@ -582,6 +582,7 @@ class Trainer:
             "epochs": p.epoch,
             "steps": p.step,
             **self.task.summary(final, p.best),
+            "test_flip": cfg.aug.test_flip,  # the test figures average each image with its mirror
             "best_epoch": p.best_epoch,
             "wall_time_s": round(p.elapsed, 1),  # training loop only, summed over resumes
             "command_wall_s": round(time.monotonic() - self.started, 1),  # this invocation, data loading and eval included
