@@ -94,7 +94,7 @@ def test_eval_does_test_time_flip_as_the_run_did(tmp_path):
     reported = summary["test_top1"]
     # the headline says how the figure was measured and gives the EMA's beside it
     assert summary["test_flip"] is True
-    assert f"(with test-time flip, EMA {summary['test_ema_top1']:.2f}%)" in proc.stdout.splitlines()[-1]
+    assert f"EMA top-1 {summary['test_ema_top1']:.2f}%, with test-time flip" in proc.stdout.splitlines()[-1]
     for flags, flip in (([], True), (["--no-test-flip"], False), (["--test-flip"], True)):
         proc = cli("eval", "--checkpoint", str(out / "f" / "last.pt"), "--out", str(tmp_path / "e"), *flags)
         assert proc.returncode == 0, proc.stderr

@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
         top1, top5 = s.get("test_top1"), s.get("test_top5")
         if top1 is not None:
             ema = s.get("test_ema_top1")
-            how = ", ".join(x for x in ("with test-time flip" if s.get("test_flip") else "",
-                                        f"EMA {ema:.2f}%" if ema is not None else "") if x)
-            print(f"test top-1 {top1:.2f}%  top-5 {top5:.2f}%{f'  ({how})' if how else ''}  ({s['model']} on "
-                  f"{s['dataset']}, {s['epochs']} epochs, {s['wall_time_s'] / 60:.1f} min training, "
+            extra = (f"  EMA top-1 {ema:.2f}%" if ema is not None else "") + \
+                (", with test-time flip" if s.get("test_flip") else "")
+            print(f"test top-1 {top1:.2f}%  top-5 {top5:.2f}%{extra}  ({s['model']} on {s['dataset']}, "
+                  f"{s['epochs']} epochs, {s['wall_time_s'] / 60:.1f} min training, "
                   f"{s['train_images_per_s']:.0f} img/s) -> {result.run_dir}")
     return 0
