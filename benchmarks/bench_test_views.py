@@ -16,8 +16,9 @@ import json
 import torch
 import torch.nn.functional as F
 
+from convmixer.data.augment import normalize
+from convmixer.data.datasets import ArrayDataset, load_idx
 from convmixer.errors import CheckpointError
-from convmixer.data.datasets import load_idx
 from convmixer.fast import FastOptions, apply_plan, plan_execution
 from convmixer.inference import load_for_inference
 
@@ -42,22 +43,19 @@ def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return F.pad(images, (p, p, p, p))[..., p - dy:p - dy + H, p - dx:p - dx + W]
 
 
-def view_accuracies(checkpoint: str, dataset: str, use_ema: bool) -> dict[str, float]:
+def view_accuracies(checkpoint: str, test: ArrayDataset, use_ema: bool) -> dict[str, float]:
     loaded = load_for_inference(checkpoint, use_ema=use_ema)
     model = loaded.model.eval()
-    test = load_idx(dataset, "test")
     plan = plan_execution(model, mode="infer", device=torch.device("cpu"),
                           input_shape=(BATCH, *test.images.shape[1:]), options=FastOptions())
     apply_plan(model, plan)
-    mean = torch.tensor(loaded.mean).view(1, -1, 1, 1)
-    std = torch.tensor(loaded.std).view(1, -1, 1, 1)
     logits: dict[tuple[int, int, bool], torch.Tensor] = {}
     with torch.no_grad():
         for view in {v for views in VIEW_SETS.values() for v in views}:
             dy, dx, mirrored = view
             outs = []
             for i in range(0, len(test), BATCH):
-                x = (shifted(test.images[i:i + BATCH], dy, dx).float() / 255 - mean) / std
+                x = normalize(shifted(test.images[i:i + BATCH], dy, dx), loaded.mean, loaded.std)
                 with plan.autocast():
                     outs.append(model(plan.prepare_input(x.flip(-1) if mirrored else x)).float())
             logits[view] = torch.cat(outs)
@@ -72,10 +70,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    test = load_idx(args.dataset, "test")
     result = {"checkpoint": args.checkpoint, "views": {name: len(v) for name, v in VIEW_SETS.items()}}
     for use_ema in (False, True):
         try:
-            result["ema" if use_ema else "model"] = view_accuracies(args.checkpoint, args.dataset, use_ema)
+            result["ema" if use_ema else "model"] = view_accuracies(args.checkpoint, test, use_ema)
         except CheckpointError as err:  # no EMA in this checkpoint
             result["ema"] = f"not evaluated: {err}"
         print(("EMA  " if use_ema else "model"), result["ema" if use_ema else "model"], flush=True)
