@@ -1,13 +1,13 @@
 """Training speed of the real training loop over time: images/s of ``Trainer`` steps in windows of 200 steps.
 
-    python benchmarks/bench_train_steps.py                       # the default recipe, 600 steps, 2 threads
+    python benchmarks/bench_train_steps.py                       # the default recipe, 600 steps (2 windows), 2 threads
     python benchmarks/bench_train_steps.py --steps 1875 --set model.act=relu
 
 ``convmixer bench`` times forward + backward + AdamW on one fixed batch; this runs the whole step the engine
 takes (augmentation, loss, gradient clipping, the EMA update, the statistics' host sync) on the recipe's own data,
 and shows whether the speed holds over a run. On a shared virtual machine it need not: the machine's speed can
 change under a steady job (docs/RESULTS.md, machine D), which the matrix-product yardstick before and after
-also shows. Prints one line per window and a JSON line at the end.
+also shows. Prints one line per complete window (a trailing partial one is left out) and a JSON line at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps to run (default 600)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = ap.parse_args()
+    if args.steps <= WINDOW:
+        ap.error(f"--steps must be more than {WINDOW}: speeds are medians over complete windows of {WINDOW} steps")
     tune_malloc()  # as the CLI does
     torch.set_num_threads(args.threads)
     before = gemm_gflops()
