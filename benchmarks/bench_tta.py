@@ -61,7 +61,8 @@ def run_one(recipe: dict, seed: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-tta-") as tmp:
         out = Path(tmp) / "run.json"
         cmd = [sys.executable, "-m", "convmixer.experiments.tta", "--config", recipe["config"], "--eval-every",
-               str(args.eval_every), "--json", str(out), "--set", *recipe["overrides"], f"run.seed={seed}"]
+               str(args.eval_every), "--json", str(out), "--ema-decays", *map(str, args.ema_decays),
+               "--set", *recipe["overrides"], f"run.seed={seed}"]
         print(f"== {recipe['label']} seed {seed} ({args.isa}): {shlex.join(cmd[1:])}", flush=True)
         proc = subprocess.run(cmd, check=False, env=env)
         if proc.returncode != 0:
@@ -155,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=30000, help="training images between evaluations")
     ap.add_argument("--targets", type=float, nargs="+", default=[93.0, 94.0],
                     help="targets (%%) of the recipe's metric: test top-1, or mIoU for segmentation")
-    ap.add_argument("--metric", help="model | model_flip | ema | ema_flip (default: what each recipe reports)")
+    ap.add_argument("--metric", help="model | model_flip | ema | ema_flip | ema@D_flip (default: what each recipe "
+                    "reports)")
+    ap.add_argument("--ema-decays", type=float, nargs="*", default=[], metavar="D",
+                    help="also evaluate an EMA of each decay D beside the recipe's own (metric ema@D_flip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", help="JSON path (default benchmarks/results/tta-<date>-<isa>.json)")
     args = ap.parse_args(argv)

@@ -37,6 +37,21 @@ def test_points_are_taken_at_fixed_image_counts_outside_the_timed_loop(tmp_path,
     assert result["summary"]["test_top1"] == pytest.approx(points[-1]["metrics"]["model"], abs=0.01)
 
 
+def test_an_extra_ema_of_the_recipes_decay_is_the_recipes_ema(tmp_path):
+    result = run_recipe("fmnist", [*TINY, "run.ema_decay=0.9"], eval_every=200, out_dir=tmp_path,
+                        ema_decays=(0.9, 0.5), log=lambda m: None)
+    points = result["points"]
+    assert set(points[0]["metrics"]) == {"model", "model_flip", "ema", "ema_flip", "ema@0.9_flip", "ema@0.5_flip"}
+    # the same decay from the same first step: the same weights and buffers, so the same accuracy at every point
+    assert [p["metrics"]["ema@0.9_flip"] for p in points] == [p["metrics"]["ema_flip"] for p in points]
+
+
+def test_an_ema_decay_outside_0_1_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--ema-decays", "1.0", "--json", str(tmp_path / "r.json")])
+    assert exc.value.code == 2 and "--ema-decays" in capsys.readouterr().err
+
+
 def test_the_runs_eta_is_recorded_against_the_time_the_run_took(tmp_path, monkeypatch):
     import convmixer.experiments.tta as tta
 
