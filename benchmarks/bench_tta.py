@@ -159,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", help="model | model_flip | ema | ema_flip | ema@D_flip (default: what each recipe "
                     "reports)")
     ap.add_argument("--ema-decays", type=float, nargs="*", default=[], metavar="D",
-                    help="also evaluate an EMA of each decay D beside the recipe's own (metric ema@D_flip)")
+                    help="also evaluate an EMA of each decay D beside the recipe's own (metric ema@D_flip; their "
+                         "per-step updates count in the training time)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", help="JSON path (default benchmarks/results/tta-<date>-<isa>.json)")
     args = ap.parse_args(argv)
+    if any(not 0 < d < 1 for d in args.ema_decays):
+        ap.error("--ema-decays must lie strictly between 0 and 1")
     recipes = [parse_recipe(r) for r in args.recipe]
     out = Path(args.out or RESULTS / f"tta-{time.strftime('%Y%m%d-%H%M')}-{args.isa}.json")
     runs = [run_one(recipe, seed, args) for recipe, seed in order(recipes, args.seeds)]

@@ -47,9 +47,15 @@ def test_an_extra_ema_of_the_recipes_decay_is_the_recipes_ema(tmp_path):
 
 
 def test_an_ema_decay_outside_0_1_is_refused(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--ema-decays", "1.0", "--json", str(tmp_path / "r.json")])
-    assert exc.value.code == 2 and "--ema-decays" in capsys.readouterr().err
+    spec = importlib.util.spec_from_file_location("bench_tta", ROOT / "benchmarks" / "bench_tta.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for entry in (main, bench.main):
+        with pytest.raises(SystemExit) as exc:
+            entry(["--ema-decays", "1.0", "--json", str(tmp_path / "r.json")] if entry is main else
+                  ["--recipe", "a: fmnist", "--ema-decays", "0", "--out", str(tmp_path / "r.json")])
+        assert exc.value.code == 2 and "--ema-decays" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_the_runs_eta_is_recorded_against_the_time_the_run_took(tmp_path, monkeypatch):
