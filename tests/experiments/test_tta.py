@@ -16,6 +16,14 @@ TINY = [
 ]
 
 
+def load_bench():
+    """benchmarks/bench_tta.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("bench_tta", ROOT / "benchmarks" / "bench_tta.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_points_are_taken_at_fixed_image_counts_outside_the_timed_loop(tmp_path, monkeypatch):
     evaluations = []
     original = Trainer.evaluate
@@ -47,13 +55,11 @@ def test_an_extra_ema_of_the_recipes_decay_is_the_recipes_ema(tmp_path):
 
 
 def test_an_ema_decay_outside_0_1_is_refused(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_tta", ROOT / "benchmarks" / "bench_tta.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    for entry in (main, bench.main):
+    for entry, argv in ((main, ["--ema-decays", "1.0", "--json", str(tmp_path / "r.json")]),
+                        (load_bench().main, ["--recipe", "a: fmnist", "--ema-decays", "0", "--out",
+                                             str(tmp_path / "r.json")])):
         with pytest.raises(SystemExit) as exc:
-            entry(["--ema-decays", "1.0", "--json", str(tmp_path / "r.json")] if entry is main else
-                  ["--recipe", "a: fmnist", "--ema-decays", "0", "--out", str(tmp_path / "r.json")])
+            entry(argv)
         assert exc.value.code == 2 and "--ema-decays" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
@@ -78,9 +84,7 @@ def test_first_reach():
 
 
 def test_the_benchmark_compares_recipes_in_alternating_order(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_tta", ROOT / "benchmarks" / "bench_tta.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     a, b = bench.parse_recipe("a: fmnist x=1"), bench.parse_recipe("b: fmnist_v1")
     assert a == {"label": "a", "config": "fmnist", "overrides": ["x=1"]}
     assert [(r["label"], s) for r, s in bench.order([a, b], [0, 1, 2])] == \
