@@ -41,7 +41,8 @@ def test_set_is_type_checked():
             set_value(cfg, *parse_assignment(bad))
 
 
-@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_long", "cifar10", "imagenet_1536_20", "imagenet_768_32"])
+@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_p1", "fmnist_long", "cifar10", "imagenet_1536_20",
+                                    "imagenet_768_32"])
 def test_shipped_recipes_load_and_validate(recipe, tmp_path):
     cfg = load_config(recipe)
     if cfg.data.dataset in ("folder", "cifar10"):
@@ -110,3 +111,30 @@ def test_missing_or_broken_recipe(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'optim.learning_rate'"):
         load_config(str(typo))
     assert {"fmnist", "cifar10", "imagenet_1536_20"} <= set(list_recipes())
+
+
+def test_a_recipe_can_start_from_another(tmp_path):
+    """``base:`` applies the named recipe first (a shipped name, or a YAML path beside the file), then the file's
+    own settings, then --set; so a variant states only what differs."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: fmnist\nschedule:\n  epochs: 3\n")
+    cfg, default = load_config(str(mine)), load_config("fmnist")
+    assert cfg.schedule.epochs == 3
+    cfg.schedule.epochs = default.schedule.epochs
+    assert cfg == default
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\noptim:\n  lr: 0.001\n")  # relative to its own folder
+    child = load_config(str(tmp_path / "child.yaml"), ["schedule.epochs=4"])
+    assert (child.schedule.epochs, child.optim.lr, child.data.batch_size) == (4, 0.001, default.data.batch_size)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("base: no_such_recipe\n", "no config file or recipe named 'no_such_recipe'"),
+    ("base: [fmnist]\n", "base must be a recipe name"),
+    ("base: loop.yaml\n", "comes back to itself"),
+    ("- fmnist\n", "must be a mapping"),
+])
+def test_a_bad_base_is_a_config_error(tmp_path, text, match):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(path))

@@ -378,16 +378,34 @@ def recipe_path(name_or_path: str) -> Path:
     raise ConfigError(f"no config file or recipe named {name_or_path!r}; recipes: {', '.join(list_recipes())}")
 
 
+def _recipe_trees(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The YAML trees to apply for one recipe, its ``base:`` chain first: a recipe may start from another (a shipped
+    recipe's name, or a path relative to the recipe's own folder) and change only what differs, so each shared
+    setting keeps one home."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: its base: chain comes back to itself")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must be a mapping of settings, got {type(tree).__name__}")
+    base = tree.pop("base", None)
+    if base is None:
+        return [tree]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be a recipe name or a YAML path, got {base!r}")
+    beside = path.parent / base
+    base_path = beside if Path(base).suffix in (".yaml", ".yml") and beside.is_file() else recipe_path(base)
+    return [*_recipe_trees(base_path, (*seen, path.resolve())), tree]
+
+
 def load_config(source: str | os.PathLike | None = None, assignments: list[str] = ()) -> TrainConfig:
-    """Defaults <- YAML recipe (a path or a shipped recipe name) <- ``key=value`` assignments."""
+    """Defaults <- YAML recipe (a path or a shipped recipe name; its ``base:`` first) <- ``key=value`` assignments."""
     cfg = TrainConfig()
     if source is not None:
-        path = recipe_path(str(source))
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        apply_tree(cfg, tree, prefix="")
+        for tree in _recipe_trees(recipe_path(str(source))):
+            apply_tree(cfg, tree, prefix="")
     for text in assignments:
         set_value(cfg, *parse_assignment(text))
     return cfg
