@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..training.config import TrainConfig, load_config, parse_assignment, set_value
+from ..training.config import TrainConfig, base_source, load_config, parse_assignment, set_value
 
 # Grid keys in point ids: these get a short prefix (or none), in this order; any other key follows, sorted.
 SHORT_KEYS = {"model.name": "", "model.dim": "h", "model.depth": "d", "model.kernel_size": "k",
@@ -141,12 +141,7 @@ class SweepSpec:
         return cfg
 
     def _base_source(self) -> str:
-        base = Path(self.base)
-        if base.suffix in (".yaml", ".yml") and not base.is_absolute() and not base.exists() and self.path is not None:
-            beside = self.path.parent / base
-            if beside.exists():
-                return str(beside)
-        return self.base
+        return base_source(self.base, self.path.parent if self.path is not None else None)
 
 
 def setting_id(arm: str | None, values: dict[str, Any]) -> str:

@@ -395,9 +395,17 @@ def _recipe_trees(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any
         return [tree]
     if not isinstance(base, str) or not base:
         raise ConfigError(f"{path}: base must be a recipe name or a YAML path, got {base!r}")
-    beside = path.parent / base
-    base_path = beside if Path(base).suffix in (".yaml", ".yml") and beside.is_file() else recipe_path(base)
-    return [*_recipe_trees(base_path, (*seen, path.resolve())), tree]
+    return [*_recipe_trees(recipe_path(base_source(base, path.parent)), (*seen, path.resolve())), tree]
+
+
+def base_source(base: str, folder: Path | None) -> str:
+    """A ``base:`` entry (of a recipe or a sweep spec) as :func:`recipe_path` takes it: a recipe name as it is, a
+    YAML path as given where it exists, else relative to ``folder``, the folder of the file that names it."""
+    path = Path(base)
+    if path.suffix in (".yaml", ".yml") and not path.is_absolute() and not path.exists() and folder is not None:
+        if (folder / path).exists():
+            return str(folder / path)
+    return base
 
 
 def load_config(source: str | os.PathLike | None = None, assignments: list[str] = ()) -> TrainConfig:
