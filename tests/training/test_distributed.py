@@ -1,6 +1,7 @@
 """torchrun with 2 CPU processes (gloo) trains like 1 process with the same global batch."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -87,6 +88,39 @@ def test_an_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
     for k in w1:
         if w1[k].is_floating_point():
             torch.testing.assert_close(w2[k], w1[k], rtol=1e-3, atol=1e-4)
+
+
+THREADS_AFTER_THE_RUN = """
+import os, sys
+from convmixer.cli import main
+
+before = len(os.listdir("/proc/self/task"))
+rc = main(sys.argv[1:])
+print(f"rank {os.environ['RANK']}: {before} threads before, {len(os.listdir('/proc/self/task'))} after, rc {rc}")
+"""
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_the_process_group_and_its_threads_are_gone_when_the_run_returns(tmp_path):
+    """gloo's worker threads must be joined while the interpreter is whole: one that still holds a finished
+    collective when the interpreter shuts down aborts the process as it drops the collective's tensors (a
+    flaky exit -6 on loaded machines). That needs the group freed, so nothing may keep it: DDP's reducer is let
+    go first, and torch.distributed.nn.functional (sync BN) is imported before the group exists."""
+    script = tmp_path / "count_threads.py"
+    script.write_text(THREADS_AFTER_THE_RUN)
+    common = [*sum((["--set", a] for a in TINY), []), "--set", "data.batch_size=16", "--set", "schedule.epochs=1",
+              "--set", "model.sync_bn=true", "--out-dir", str(tmp_path), "--name", "t", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script),
+           "train", *common]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert len(counts) == 2, proc.stdout[-2000:]
+    for line in counts:
+        before, after = map(int, re.search(r"(\d+) threads before, (\d+) after", line).groups())
+        assert after <= before, line  # the group's worker and transport threads were joined
+        assert line.endswith("rc 0"), line
 
 
 def test_the_reported_accuracy_is_that_of_the_saved_checkpoint(tmp_path):

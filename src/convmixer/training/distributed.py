@@ -7,6 +7,7 @@ them this is a single process and every helper here is a no-op.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -61,12 +62,24 @@ def resolve_device(requested: str, info: DistInfo) -> torch.device:
 def init_distributed(info: DistInfo, device: torch.device) -> None:
     """Join the process group: NCCL between GPUs, gloo on the CPU."""
     if info.enabled and not dist.is_initialized():
+        # Imported before the group exists on purpose: this module's functions take ``group=group.WORLD`` as a
+        # default argument, so importing it afterwards (DDP and CrossProcessBatchNorm2d do, lazily) stores the
+        # group object in them for the life of the process. Then destroy_process_group cannot free the group,
+        # gloo's worker threads outlive it, and one that drops the last reference to a tensor of a late
+        # collective (all_gather_object, then barrier) while the interpreter shuts down aborts the process
+        # ("terminate called without an active exception", seen on a loaded 2-core machine).
+        import torch.distributed.nn.functional  # noqa: F401
+
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group and free it, which joins the backend's worker threads (after they finish the
+    work they hold) while the interpreter is still whole. The caller drops its DDP wrapper first: DDP's
+    reducer holds the group too."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # a dropped DDP wrapper sits in reference cycles (its hooks) until a collection
         dist.destroy_process_group()
 
 

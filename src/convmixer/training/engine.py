@@ -173,6 +173,8 @@ class Trainer:
                 self._directory.close(failed=not ended)  # a failed start leaves no empty run directory behind
             if ended:
                 barrier()  # no rank tears its process group down while another still talks to it
+            if self.dist.enabled and hasattr(self, "train_model"):
+                self.train_model = self.model  # DDP's reducer holds the process group: let it go first
             cleanup_distributed()
 
     def _last_good(self) -> Path | None:
