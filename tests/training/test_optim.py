@@ -24,6 +24,29 @@ def test_optimizer_uses_the_recipe_settings():
     assert opt.defaults["eps"] == 1e-3 and opt.defaults["betas"] == (0.8, 0.9)
 
 
+def test_the_multi_tensor_adamw_is_the_single_tensor_one_to_the_bit():
+    """build_optimizer asks for foreach (torch picks it by itself only on GPUs) because it is faster on the CPU too;
+    that is safe only while it is the same arithmetic, so recorded runs reproduce exactly."""
+    cfg = OptimConfig(lr=0.003, eps=1e-8, weight_decay=0.05)
+    weights = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = ConvMixer(16, 2, kernel_size=3, patch_size=2, in_chans=1, num_classes=4)
+        start = [p.detach().clone() for p in model.parameters()]
+        opt = build_optimizer(model, cfg)
+        assert opt.defaults["foreach"] is True
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+        x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 4, (8,))
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    assert not any(torch.equal(a, b) for a, b in zip(weights[0], start))  # the steps did move every tensor
+
+
 def test_soft_cross_entropy_matches_hard_and_smoothed():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 5), torch.randint(0, 5, (6,))
