@@ -105,7 +105,7 @@ def test_the_process_group_and_its_threads_are_gone_when_the_run_returns(tmp_pat
     """gloo's worker threads must be joined while the interpreter is whole: one that still holds a finished
     collective when the interpreter shuts down aborts the process as it drops the collective's tensors (a
     flaky exit -6 on loaded machines). That needs the group freed, so nothing may keep it: DDP's reducer is let
-    go first, and torch.distributed.nn.functional (sync BN) is imported before the group exists."""
+    go first, and torch.distributed.nn.functional (which DDP imports) is imported before the group exists."""
     script = tmp_path / "count_threads.py"
     script.write_text(THREADS_AFTER_THE_RUN)
     common = [*sum((["--set", a] for a in TINY), []), "--set", "data.batch_size=16", "--set", "schedule.epochs=1",

@@ -63,8 +63,8 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
     """Join the process group: NCCL between GPUs, gloo on the CPU."""
     if info.enabled and not dist.is_initialized():
         # Imported before the group exists on purpose: this module's functions take ``group=group.WORLD`` as a
-        # default argument, so importing it afterwards (DDP and CrossProcessBatchNorm2d do, lazily) stores the
-        # group object in them for the life of the process. Then destroy_process_group cannot free the group,
+        # default argument, so importing it afterwards (DDP does, lazily) stores the group object in them for
+        # the life of the process. Then destroy_process_group cannot free the group,
         # gloo's worker threads outlive it, and one that drops the last reference to a tensor of a late
         # collective (all_gather_object, then barrier) while the interpreter shuts down aborts the process
         # ("terminate called without an active exception", seen on a loaded 2-core machine).
@@ -143,9 +143,11 @@ def average_running_stats(*modules: torch.nn.Module) -> None:
 class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch of all processes, on any device.
 
-    torch's SyncBatchNorm runs only on GPUs; this one all-reduces sums with the autograd-aware
-    ``torch.distributed.nn.functional.all_reduce`` (two passes: mean, then centered sum of squares), so
-    gradients flow through the statistics exactly as in a single process holding the whole batch.
+    torch's SyncBatchNorm runs only on GPUs; this one all-reduces sums with torch's functional all_reduce
+    (``torch.distributed._functional_collectives``, differentiable: its backward all-reduces the gradient; the
+    older ``torch.distributed.nn.functional.all_reduce`` is deprecated for it) in two passes (mean, then
+    centered sum of squares), so gradients flow through the statistics exactly as in a single process holding
+    the whole batch.
     Evaluation, and training without a process group, is plain BatchNorm2d. Same parameters and buffers,
     so checkpoints are unchanged.
     """
@@ -153,14 +155,17 @@ class CrossProcessBatchNorm2d(torch.nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        from torch.distributed._functional_collectives import all_reduce
+
+        def total(t: torch.Tensor) -> torch.Tensor:
+            return all_reduce(t, "sum", dist.group.WORLD)
 
         dims = (0, 2, 3)
         count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
-        n = all_reduce(count)[0]
-        mean = all_reduce(x.sum(dims)) / n
+        n = total(count)[0]
+        mean = total(x.sum(dims)) / n
         centered = x - mean[None, :, None, None]
-        var = all_reduce(centered.square().sum(dims)) / n
+        var = total(centered.square().sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
