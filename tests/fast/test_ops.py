@@ -150,3 +150,40 @@ def test_results_do_not_depend_on_thread_scheduling():
             assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_batchnorm_coefficients_are_the_float64_formulas_to_the_bit():
+    """cmx_bn_coeffs / cmx_bn_bwd_coeffs compute in C what used to be a dozen float64 PyTorch operators per
+    BatchNorm; the results are those of the same formulas in torch, to the bit (so recorded runs reproduce)."""
+    torch.manual_seed(0)
+    C, M, eps = 300, 6272, 1e-5
+    # sums as the kernels produce them: sum and sum of squares (some variances ~0 or negative by cancellation)
+    x = torch.randn(M, C, dtype=torch.float64) * torch.rand(C, dtype=torch.float64) * 3 + torch.randn(C) * 2
+    x[:, :5] = 1.25  # constant channels: var = 0 up to rounding, clamped
+    stats = torch.cat([x.sum(0), (x * x).sum(0)])
+    weight, bias = torch.randn(C), torch.randn(C)
+    f32 = torch.float32
+    affine, mean, var = torch.empty(2, C, dtype=f32), torch.empty(C, dtype=f32), torch.empty(C, dtype=f32)
+    ops._ew("cmx_bn_coeffs", stats.data_ptr(), weight.data_ptr(), bias.data_ptr(), eps, M, C, affine[0].data_ptr(),
+            affine[1].data_ptr(), mean.data_ptr(), var.data_ptr())
+    mean_ref = stats[:C] / M
+    var_ref = (stats[C:] / M - mean_ref * mean_ref).clamp_min(0)
+    scale_ref = weight.double() * (var_ref + eps).rsqrt()
+    shift_ref = bias.double() - mean_ref * scale_ref
+    assert torch.equal(mean, mean_ref.float()) and torch.equal(var, var_ref.float())
+    assert torch.equal(affine[0], scale_ref.float()) and torch.equal(affine[1], shift_ref.float())
+    assert (var[:5] >= 0).all()
+
+    sums = torch.cat([torch.randn(C, dtype=torch.float64) * 50, torch.randn(C, dtype=torch.float64) * 80])
+    coeffs, d_weight, d_bias = torch.empty(3, C, dtype=f32), torch.empty(C, dtype=f32), torch.empty(C, dtype=f32)
+    ops._ew("cmx_bn_bwd_coeffs", sums.data_ptr(), weight.data_ptr(), mean.data_ptr(), var.data_ptr(), eps, M, C,
+            coeffs[0].data_ptr(), coeffs[1].data_ptr(), coeffs[2].data_ptr(), d_weight.data_ptr(), d_bias.data_ptr())
+    sum_g, sum_gy = sums[:C], sums[C:]
+    m, invstd = mean.double(), (var.double() + eps).rsqrt()
+    dw_ref = invstd * (sum_gy - m * sum_g)
+    k = weight.double() * invstd
+    m2 = dw_ref / M
+    assert torch.equal(coeffs[0], k.float())
+    assert torch.equal(coeffs[1], (-k * invstd * m2).float())
+    assert torch.equal(coeffs[2], (-k * sum_g / M + k * invstd * m * m2).float())
+    assert torch.equal(d_weight, dw_ref.float()) and torch.equal(d_bias, sum_g.float())

@@ -39,6 +39,8 @@ _SIGNATURES = {
     "cmx_act_affine": [_P, _I, _P, _P, _P, _P, _D, _I, _L, _L, _I],
     "cmx_act_bn_bwd_reduce": [_P, _P, _I, _D, _I, _L, _L, _I],
     "cmx_act_bn_bwd_apply": [_P, _P, _I, _P, _P, _P, _P, _I, _L, _L, _I],
+    "cmx_bn_coeffs": [_P, _P, _P, ctypes.c_double, _L, _L, _P, _P, _P, _P],
+    "cmx_bn_bwd_coeffs": [_P, _P, _P, _P, ctypes.c_double, _L, _L, _P, _P, _P, _P, _P],
     "cmx_dw_fwd": [_P, _P, _P, _I, _I, _P, _P, _I, _P, _I, _L, _L, _L, _L, _L, _L, _I],
     "cmx_dw_wgrad": [_P, _P, _P, _P, _I, _L, _L, _L, _L, _L, _L, _I],
 }
@@ -102,7 +104,8 @@ def _compile(source: str, cc: str, flags: list[str], kernel_size: int, target: s
         proc = subprocess.run([cc, *flags, *defines, src, "-o", out, "-lm"], capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
-            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "compiler failed")
+            lines = proc.stderr.strip().splitlines()
+            raise RuntimeError(next((ln for ln in lines if "error" in ln), lines[-1] if lines else "compiler failed"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(out, "rb") as f, atomic_write(target) as g:
             shutil.copyfileobj(f, g)
@@ -121,12 +124,18 @@ def _open(path: str) -> ctypes.CDLL:
 
 
 def _build(kernel_size: int) -> ctypes.CDLL:
+    return build_source(kernel_source(), kernel_size)
+
+
+def build_source(source: str, kernel_size: int) -> ctypes.CDLL:
+    """The kernel library built from ``source`` (the text of a ``kernels.c``) for depthwise ``kernel_size``, with
+    the same compiler, flags and cache as the packaged file. Raises RuntimeError when it does not compile.
+    benchmarks/ab_kernels.py builds an earlier version of the file with it and swaps the two (:func:`install`)."""
     import torch  # noqa: F401  (libgomp.so.1 must be PyTorch's copy: load torch first)
 
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC or install gcc)")
-    source = kernel_source()
     last = "no flags worked"
     for flags in _flag_sets():
         path = str(cache_dir("kernels", f"cmx-k{kernel_size}-{_key(source, cc, flags, kernel_size)}.so"))
@@ -161,6 +170,14 @@ def load_kernels(kernel_size: int = 0) -> ctypes.CDLL | None:
                 warnings.warn(f"convmixer: fast CPU kernels unavailable, using PyTorch's ({e})", RuntimeWarning,
                               stacklevel=2)
         return _loaded[kernel_size]
+
+
+def install(kernel_size: int, lib: ctypes.CDLL) -> None:
+    """Make ``lib`` (from :func:`build_source`) the library the fast path calls for ``kernel_size`` from the next
+    operator on, in this process (benchmarks/ab_kernels.py; :func:`reset` goes back to the packaged file)."""
+    with _lock:
+        _loaded[kernel_size] = lib
+        _errors.pop(kernel_size, None)
 
 
 def available(kernel_size: int = 0) -> bool:

@@ -10,6 +10,7 @@
  *   cc -O3 -std=gnu11 -fPIC -shared -fno-math-errno -Wno-psabi [-march=native] [-fopenmp] [-DKS=k] kernels.c -lm
  * Without -DKS only the elementwise kernels are built; without -fopenmp everything runs on one thread.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,9 +219,12 @@ OMP(omp parallel num_threads(nthreads_for(nthreads, nthreads)) reduction(+ : tot
  * elementwise passes over an (M, C) matrix (M = B*H*W pixels), rows split over threads
  * ------------------------------------------------------------------------------------------------------- */
 
-/* Row-major passes. Rows go out in chunks of CHUNK rows, dynamically: on a shared machine a thread that loses its
- * core for a while does not hold the others up at the closing barrier. Within a chunk every row's channels are
- * walked in memory order. Per-channel sums are kept per chunk (fp32 over CHUNK rows) and added up in chunk order
+/* Row-major passes. Rows go out in chunks of CHUNK rows, statically: each thread takes one contiguous run of
+ * chunks, i.e. the same share of the batch in every pass and in the depthwise kernels below (image-major), so what a
+ * pass writes is still in that core's own cache when the next pass reads it. Handing out single chunks dynamically
+ * (as before 2026-12-05) was 1.07x (bf16) to 1.12x (AVX2 fp32) slower for the whole training step on 2 cores, and
+ * still 1.14x slower with a busy process on one of the cores (docs/RESULTS.md, "seventh session"). Within a chunk
+ * every row's channels are walked in memory order. Per-channel sums are kept per chunk (fp32 over CHUNK rows) and added up in chunk order
  * in double precision afterwards, so the result does not depend on which thread took which chunk.
  * The row loops are instantiated for every (activation, dtype, variant) so that nothing is tested per element;
  * whole VL-channel blocks run a branch-free loop, a final partial block (C % VL) the masked one. */
@@ -233,7 +237,7 @@ OMP(omp parallel num_threads(nthreads_for(nthreads, nthreads)) reduction(+ : tot
     default: if (bf) call(ACT_SILU, 1, V); else call(ACT_SILU, 0, V);          \
   }
 #define FOR_ROW_CHUNKS(nchunks)                 \
-  OMP(omp for schedule(dynamic, 1))             \
+  OMP(omp for schedule(static))                 \
   for (long chunk = 0; chunk < (nchunks); chunk++)
 #define CHUNK_ROWS(M) long r0 = chunk * CHUNK, r1 = r0 + CHUNK < (M) ? r0 + CHUNK : (M);
 
@@ -379,6 +383,51 @@ OMP(omp parallel num_threads(nt))
   }
 }
 
+/* ---------------------------------------------------------------------------------------------------------
+ * per-channel BatchNorm coefficients, a few hundred numbers: in C because as PyTorch operators on (C,) tensors they
+ * were a dozen dispatches (about 5 us each) per BatchNorm and step. Double precision in the order of the formulas
+ * below, each product and sum rounded on its own (no fused multiply-add), so the results are those of the same
+ * formulas as float64 PyTorch operators to the bit (tests/fast/test_ops.py).
+ * ------------------------------------------------------------------------------------------------------- */
+#define NO_FMA __attribute__((optimize("fp-contract=off")))
+
+/* Forward, from stats = [sum act(z), sum act(z)^2] over M rows: mean, biased variance (clamped at 0), and the affine
+ * form of training-mode BN, out = act(z) * scale + shift with scale = weight / sqrt(var + eps). */
+NO_FMA void cmx_bn_coeffs(const double* stats, const float* weight, const float* bias, double eps, long M, long C,
+                          float* scale, float* shift, float* mean_out, float* var_out) {
+  for (long c = 0; c < C; c++) {
+    double mean = stats[c] / (double)M;
+    double var = stats[C + c] / (double)M - mean * mean;
+    var = var < 0.0 ? 0.0 : var;
+    double sc = (double)weight[c] * (1.0 / sqrt(var + eps));
+    scale[c] = (float)sc;
+    shift[c] = (float)((double)bias[c] - mean * sc);
+    mean_out[c] = (float)mean;
+    var_out[c] = (float)var;
+  }
+}
+
+/* Backward, from sums = [sum dout, sum dout * act(z)] and the forward's (fp32) mean and variance: the coefficients of
+ * dz = (ca * dout + cb * act(z) + cc) * act'(z) (cmx_act_bn_bwd_apply), and the weight and bias gradients.
+ * With y_hat = (act(z) - mean) * invstd:  d act(z) = k * (dout - mean(dout) - y_hat * mean(dout * y_hat)),
+ * k = weight * invstd;  d weight = sum dout * y_hat;  d bias = sum dout. */
+NO_FMA void cmx_bn_bwd_coeffs(const double* sums, const float* weight, const float* mean_in, const float* var_in,
+                              double eps, long M, long C, float* ca, float* cb, float* cc, float* d_weight,
+                              float* d_bias) {
+  for (long c = 0; c < C; c++) {
+    double sum_g = sums[c], sum_gy = sums[C + c], mean = (double)mean_in[c];
+    double invstd = 1.0 / sqrt((double)var_in[c] + eps);
+    double dw = invstd * (sum_gy - mean * sum_g);
+    double k = (double)weight[c] * invstd;
+    double m2 = dw / (double)M;
+    ca[c] = (float)k;
+    cb[c] = (float)(-k * invstd * m2);
+    cc[c] = (float)(-k * sum_g / (double)M + k * invstd * mean * m2);
+    d_weight[c] = (float)dw;
+    d_bias[c] = (float)sum_g;
+  }
+}
+
 #ifdef KS
 /* ---------------------------------------------------------------------------------------------------------
  * depthwise KS x KS convolution, stride 1, zero padding (pt top, pl left; output size = input size)
@@ -443,8 +492,9 @@ OMP(omp parallel num_threads(nt))
     vf* tile = aligned_alloc(64, sizeof(vf) * Hp * Wp);
     vf* zrow = aligned_alloc(64, sizeof(vf) * Wr);
     memset(tile, 0, sizeof(vf) * Hp * Wp);
-    /* image-major order: neighbouring items read neighbouring channels, i.e. the rest of the same cache lines */
-OMP(omp for schedule(dynamic, 1))
+    /* image-major order, split statically: each thread convolves its own contiguous share of the images, the same
+     * share the row passes give it (see CHUNK), and walks each image's channel blocks, i.e. whole cache lines */
+OMP(omp for schedule(static))
     for (long it = 0; it < ncb * B; it++) {
       long b = it / ncb, cb = it % ncb, c0 = cb * VL, nc = C - c0 < VL ? C - c0 : VL;
       const vf* wt = wall + cb * KK;
@@ -499,7 +549,7 @@ OMP(omp parallel num_threads(nt))
     vf* tile = aligned_alloc(64, sizeof(vf) * Hp * Wp);
     vf* gt = aligned_alloc(64, sizeof(vf) * H * W);
     memset(tile, 0, sizeof(vf) * Hp * Wp);
-OMP(omp for schedule(dynamic, 1))
+OMP(omp for schedule(static)) /* image-group-major: each thread its own share of the batch, as above */
     for (long it = 0; it < nbg * ncg; it++) {
       long bg = it / ncg, cg = it % ncg;
       for (long b = bg * WB; b < B && b < (bg + 1) * WB; b++) {

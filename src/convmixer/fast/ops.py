@@ -177,15 +177,16 @@ def act_bn_train(z: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | Non
     out = _empty_like(z)
     stats = torch.empty(2 * C, dtype=torch.float64)
     _ew("cmx_act_affine", z.data_ptr(), act, None, None, None, out.data_ptr(), stats.data_ptr(), bf, M, C, _nthreads())
-    mean = stats[:C] / M
-    var = (stats[C:] / M - mean * mean).clamp_min(0)
-    scale = weight.detach().double() * (var + eps).rsqrt()
-    shift = bias.detach().double() - mean * scale
-    scale, shift = scale.float(), shift.float()
+    # mean = sum / M, var = sum of squares / M - mean^2 (>= 0), scale = weight / sqrt(var + eps),
+    # shift = bias - mean * scale, in float64 (cmx_bn_coeffs)
+    f32 = torch.float32
+    affine, mean, var = torch.empty(2, C, dtype=f32), torch.empty(C, dtype=f32), torch.empty(C, dtype=f32)
+    _ew("cmx_bn_coeffs", stats.data_ptr(), _f32(weight).data_ptr(), _f32(bias).data_ptr(), eps, M, C,
+        affine[0].data_ptr(), affine[1].data_ptr(), mean.data_ptr(), var.data_ptr())
     residual = None if residual is None else _cl(residual.to(z.dtype))
-    _ew("cmx_act_affine", out.data_ptr(), ACT_NONE, scale.data_ptr(), shift.data_ptr(), _ptr(residual),
+    _ew("cmx_act_affine", out.data_ptr(), ACT_NONE, affine[0].data_ptr(), affine[1].data_ptr(), _ptr(residual),
         out.data_ptr(), None, bf, M, C, _nthreads())
-    return out, mean.float(), var.float()
+    return out, mean, var
 
 
 @act_bn_train.register_fake
@@ -219,19 +220,16 @@ def act_bn_train_backward(grad: Tensor, z: Tensor, weight: Tensor, mean: Tensor,
     """(d z, d weight, d bias) of :func:`act_bn_train`; the weight and bias gradients are fp32."""
     z = _cl(z)
     grad = _cl(grad.to(z.dtype))
-    M, _ = _rows(z)
-    sum_g, sum_gy = _grad_sums(z, grad, act)
-    mean, var = mean.double(), var.double()
-    invstd = (var + eps).rsqrt()
-    d_bias = sum_g
-    d_weight = invstd * (sum_gy - mean * sum_g)  # sum grad * y_hat
-    k = weight.detach().double() * invstd
-    m2 = d_weight / M
-    # d y = k * (grad - mean(grad) - y_hat * mean(grad * y_hat)),  y_hat = (y - mean) * invstd
-    ca = k
-    cb = -k * invstd * m2
-    cc = -k * sum_g / M + k * invstd * mean * m2
-    return _grad_apply(z, grad, act, ca, cb, cc), d_weight.float(), d_bias.float()
+    M, C = _rows(z)
+    sums = _grad_sums(z, grad, act)
+    # d y = k * (grad - mean(grad) - y_hat * mean(grad * y_hat)), y_hat = (y - mean) * invstd, k = weight * invstd,
+    # as dz = (ca * grad + cb * y + cc) * act'(z); d weight = sum grad * y_hat, d bias = sum grad (cmx_bn_bwd_coeffs)
+    f32 = torch.float32
+    coeffs, d_weight, d_bias = torch.empty(3, C, dtype=f32), torch.empty(C, dtype=f32), torch.empty(C, dtype=f32)
+    _ew("cmx_bn_bwd_coeffs", sums.data_ptr(), _f32(weight).data_ptr(), _f32(mean).data_ptr(), _f32(var).data_ptr(),
+        eps, M, C, coeffs[0].data_ptr(), coeffs[1].data_ptr(), coeffs[2].data_ptr(), d_weight.data_ptr(),
+        d_bias.data_ptr())
+    return _grad_apply(z, grad, act, coeffs[0], coeffs[1], coeffs[2]), d_weight, d_bias
 
 
 @act_bn_train_backward.register_fake

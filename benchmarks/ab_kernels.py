@@ -1,0 +1,148 @@
+"""Two versions of the fast CPU kernels (``kernels.c``) side by side inside one training run.
+
+    git show HEAD~1:src/convmixer/fast/kernels.c > /tmp/base.c
+    python benchmarks/ab_kernels.py /tmp/base.c                 # against the package's kernels.c, native ISA
+    CONVMIXER_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+        python benchmarks/ab_kernels.py /tmp/base.c --json-out /tmp/ab-avx2.json
+
+Separate processes cannot resolve a 5-10% change on a shared virtual machine whose speed moves by 25% from one
+minute to the next (docs/RESULTS.md, machine D). Here one ``Trainer`` runs the recipe, and every ``--window``
+steps the kernel libraries it calls are swapped (base, new, base, new, ...), so both versions train on the same
+data, from nearly the same weights, on the same machine within seconds of each other. A step is timed from one
+``on_step`` call to the next and counts for the version loaded while it ran; the first ``--warmup`` steps are left
+out. Printed per version: the median step, and the median and range of the ratio base/new over consecutive window
+pairs (above 1: the new version is faster). Only ``kernels.c`` can be compared this way: Python loads once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convmixer.bench.machine import machine
+from convmixer.fast import build
+from convmixer.fast.allocator import tune_malloc
+from convmixer.training.config import load_config
+from convmixer.training.engine import Trainer
+
+
+def depthwise_kernel_sizes(model: nn.Module) -> set[int]:
+    """Kernel sizes of the model's depthwise convolutions (the libraries to build besides the elementwise one)."""
+    return {m.kernel_size[0] for m in model.modules()
+            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels}
+
+
+class Alternator:
+    """``on_step`` hook: times every step and swaps the libraries every ``window`` steps after ``warmup``."""
+
+    def __init__(self, sources: list[str], window: int, warmup: int) -> None:
+        self.sources, self.window, self.warmup = sources, window, warmup
+        self.libs: list[dict[int, object]] = []
+        self.steps_ms: list[list[float]] = [[] for _ in sources]
+        self.windows_ms: list[list[float]] = [[] for _ in sources]  # median step of each complete window
+        self.current, self.count, self.last = 0, 0, None
+        self._window: list[float] = []
+
+    def _build(self, trainer: Trainer) -> None:
+        sizes = {0} | depthwise_kernel_sizes(trainer.model)
+        self.libs = [{k: build.build_source(src, k) for k in sorted(sizes)} for src in self.sources]
+        self._use(0)
+
+    def _use(self, i: int) -> None:
+        self.current = i
+        for k, lib in self.libs[i].items():
+            build.install(k, lib)
+
+    def __call__(self, trainer: Trainer) -> None:
+        now = time.perf_counter()
+        self.count += 1
+        if self.count == 1:
+            self._build(trainer)  # after the first step: the trainer has built its model
+        elif self.count > self.warmup and self.last is not None:
+            step_ms = (now - self.last) * 1e3
+            self.steps_ms[self.current].append(step_ms)
+            self._window.append(step_ms)
+            if len(self._window) == self.window:
+                self.windows_ms[self.current].append(statistics.median(self._window))
+                self._window = []
+                self._use((self.current + 1) % len(self.sources))
+        self.last = time.perf_counter()  # the swap itself is not counted
+
+    def summary(self) -> dict:
+        pairs = min(len(w) for w in self.windows_ms)
+        if pairs == 0:
+            raise SystemExit("ab_kernels: no complete window pair; raise --steps or lower --window")
+        ratios = [a / b for a, b in zip(self.windows_ms[0][:pairs], self.windows_ms[1][:pairs])]
+        out = {}
+        for name, steps in zip(("base", "new"), self.steps_ms):
+            out[name] = {"median_step_ms": round(statistics.median(steps), 2), "steps": len(steps)}
+        out["ratio_base_over_new"] = {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+                                      "max": round(max(ratios), 3), "window_pairs": pairs}
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("base", type=Path, help="the kernels.c to compare against (e.g. from git show REV:...)")
+    ap.add_argument("new", type=Path, nargs="?", default=None, help="the other kernels.c (default: the package's)")
+    ap.add_argument("--config", default="fmnist", help="recipe (default fmnist)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--steps", type=int, default=1200, help="optimizer steps in all (default 1200)")
+    ap.add_argument("--window", type=int, default=10, help="steps per version before swapping (default 10)")
+    ap.add_argument("--warmup", type=int, default=40, help="steps left out at the start (default 40)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the result as JSON here")
+    args = ap.parse_args(argv)
+    texts = []
+    for path in (args.base, args.new):
+        try:
+            texts.append(path.read_text(encoding="utf-8") if path else build.kernel_source())
+        except OSError as e:
+            ap.error(f"cannot read {path}: {e.strerror}")
+    for path, text in zip((args.base, args.new), texts):
+        try:
+            build.build_source(text, 0)
+        except RuntimeError as e:
+            ap.error(f"{path or 'the package kernels.c'} does not compile: {e}")
+    tune_malloc()  # as the CLI does
+    torch.set_num_threads(args.threads)
+    hook = Alternator(texts, args.window, args.warmup)
+    with tempfile.TemporaryDirectory(prefix="convmixer-ab-") as tmp:
+        cfg = load_config(args.config, [*args.set, f"run.out_dir={tmp}", "run.progress=false",
+                                        "run.tensorboard=false", "run.checkpoint_minutes=0",
+                                        f"run.max_steps={args.steps}"])
+        trainer = Trainer(cfg, on_step=hook)
+        trainer.fit()
+        plan = trainer.plan.describe()
+    build.reset()
+    if "kernel=fused" not in plan:
+        print(f"ab_kernels: this run's plan does not call the kernels, so both sides timed the same operators: {plan}",
+              file=sys.stderr)
+        return 2
+    result = hook.summary()
+    ratio = result["ratio_base_over_new"]
+    for name in ("base", "new"):
+        print(f"{name}: median step {result[name]['median_step_ms']:.2f} ms over {result[name]['steps']} steps")
+    print(f"base / new: {ratio['median']:.3f} (window pairs {ratio['window_pairs']}, range {ratio['min']:.3f}-"
+          f"{ratio['max']:.3f}); plan: {plan}")
+    if args.json_out:
+        doc = {"config": args.config, "overrides": args.set, "threads": args.threads, "window": args.window,
+               "warmup": args.warmup, "plan": plan, "machine": machine(),
+               "sources": {"base": str(args.base), "new": str(args.new or "package kernels.c")},
+               "sha256": {n: hashlib.sha256(t.encode()).hexdigest()[:16] for n, t in zip(("base", "new"), texts)},
+               **result}
+        args.json_out.write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
