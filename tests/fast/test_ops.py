@@ -187,3 +187,20 @@ def test_batchnorm_coefficients_are_the_float64_formulas_to_the_bit():
     assert torch.equal(coeffs[1], (-k * invstd * m2).float())
     assert torch.equal(coeffs[2], (-k * sum_g / M + k * invstd * m * m2).float())
     assert torch.equal(d_weight, dw_ref.float()) and torch.equal(d_bias, sum_g.float())
+
+
+def test_the_eager_autograd_path_is_the_custom_op_to_the_bit():
+    """The layers call dwconv2d / act_bn_train through plain autograd.Functions in eager mode (no custom-op
+    dispatch); outputs and every gradient equal the custom ops' exactly."""
+    torch.manual_seed(0)
+    z = torch.randn(4, 16, 7, 7).contiguous(memory_format=CL).requires_grad_()
+    res = torch.randn(4, 16, 7, 7).contiguous(memory_format=CL).requires_grad_()
+    gamma, beta = torch.randn(16, requires_grad=True), torch.randn(16, requires_grad=True)
+    w, b = torch.randn(16, 1, 5, 5, requires_grad=True), torch.randn(16, requires_grad=True)
+    runs = []
+    for dw, act_bn in ((ops.dwconv2d, ops.act_bn_train), (ops.dwconv2d_autograd, ops.act_bn_train_autograd)):
+        out, mean, var = act_bn(dw(z, w, b), gamma, beta, res, 1e-5, 1)
+        grads = torch.autograd.grad((out * out.detach().roll(1, 0)).sum(), (z, res, gamma, beta, w, b))
+        runs.append((out, mean, var, *grads))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert not runs[1][1].requires_grad  # the batch statistics are not differentiable on either path

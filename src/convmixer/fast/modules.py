@@ -52,7 +52,7 @@ def act_bn(z: Tensor, act: int, bn: nn.BatchNorm2d, residual: Tensor | None = No
     """``bn(act(z)) (+ residual)`` on the kernels, training or eval mode as ``bn`` is."""
     if bn.training:
         _check_batch(z)
-        out, mean, var = ops.act_bn_train(z, bn.weight, bn.bias, residual, bn.eps, act)
+        out, mean, var = ops.act_bn_train_autograd(z, bn.weight, bn.bias, residual, bn.eps, act)
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
@@ -127,12 +127,12 @@ class FastMixerLayer(_FastBlock):
         code1, code2 = ops.act_code(act1), ops.act_code(act2)
         fused = self.kernel == "fused" and code1 is not None and _bn_ok(bn1)
         if not fused:
-            x = x + bn1(act1(ops.dwconv2d(xin, dw.weight, dw.bias)))
+            x = x + bn1(act1(ops.dwconv2d_autograd(xin, dw.weight, dw.bias)))
         elif not bn1.training and not _needs_grad(x, dw.weight, dw.bias, bn1.weight, bn1.bias):
             scale, shift = _eval_affine(bn1)
             x = ops.dw_act_affine(xin, dw.weight, dw.bias, scale, shift, code1, True)
         else:
-            x = act_bn(ops.dwconv2d(xin, dw.weight, dw.bias), code1, bn1, residual=xin)
+            x = act_bn(ops.dwconv2d_autograd(xin, dw.weight, dw.bias), code1, bn1, residual=xin)
         z = pw(x)
         if self.kernel == "fused" and code2 is not None and _bn_ok(bn2) and ops.supported(z):
             return act_bn(z, code2, bn2)

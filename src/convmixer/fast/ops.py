@@ -11,6 +11,10 @@ so callers check :func:`supported` first.
     dw_act_affine(x, w, b, scale, shift, act, res) out = act(dwconv(x)) * scale + shift (+ x), inference only
 
 Backward passes recompute the activation from its input instead of saving its output.
+
+The layers call ``dwconv2d`` and ``act_bn_train`` through :func:`dwconv2d_autograd` and
+:func:`act_bn_train_autograd`: the custom ops where torch.compile traces, and in eager mode plain
+``torch.autograd.Function``\ s over the same functions, without the custom ops' Python dispatch.
 """
 
 from __future__ import annotations
@@ -93,10 +97,12 @@ def _dw_call(x: Tensor, weight: Tensor, bias: Tensor | None, *, flip: bool, act:
     return out
 
 
-@torch.library.custom_op("convmixer::dwconv2d", mutates_args=())
-def dwconv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _dwconv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Depthwise conv, weight (C, 1, k, k), "same" padding, stride 1; channels-last output in x's dtype."""
     return _dw_call(x, weight, bias, flip=False)
+
+
+dwconv2d = torch.library.custom_op("convmixer::dwconv2d", _dwconv2d, mutates_args=())
 
 
 @dwconv2d.register_fake
@@ -104,9 +110,11 @@ def _(x, weight, bias):
     return _empty_like(x)
 
 
-@torch.library.custom_op("convmixer::dwconv2d_input_grad", mutates_args=())
-def dwconv2d_input_grad(grad: Tensor, weight: Tensor) -> Tensor:
+def _dw_input_grad(grad: Tensor, weight: Tensor) -> Tensor:
     return _dw_call(grad, weight, None, flip=True)
+
+
+dwconv2d_input_grad = torch.library.custom_op("convmixer::dwconv2d_input_grad", _dw_input_grad, mutates_args=())
 
 
 @dwconv2d_input_grad.register_fake
@@ -114,8 +122,7 @@ def _(grad, weight):
     return _empty_like(grad)
 
 
-@torch.library.custom_op("convmixer::dwconv2d_weight_grad", mutates_args=())
-def dwconv2d_weight_grad(grad: Tensor, x: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
+def _dw_weight_grad(grad: Tensor, x: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
     """(d weight as (C, 1, k, k) fp32, d bias as (C,) fp32)."""
     B, C, H, W = x.shape
     x = _cl(x)
@@ -126,6 +133,9 @@ def dwconv2d_weight_grad(grad: Tensor, x: Tensor, kernel_size: int) -> tuple[Ten
     _lib(kernel_size).cmx_dw_wgrad(x.data_ptr(), grad.data_ptr(), gw.data_ptr(), gb.data_ptr(),
                                    int(x.dtype == torch.bfloat16), B, H, W, C, pt, pt, _nthreads())
     return gw, gb
+
+
+dwconv2d_weight_grad = torch.library.custom_op("convmixer::dwconv2d_weight_grad", _dw_weight_grad, mutates_args=())
 
 
 @dwconv2d_weight_grad.register_fake
@@ -140,19 +150,39 @@ def _dw_setup(ctx, inputs, output):
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _dw_backward(ctx, grad):
+def _dw_backward(ctx, grad, input_grad=dwconv2d_input_grad, weight_grad=dwconv2d_weight_grad):
     x, weight = ctx.saved_tensors
     gx = gw = gb = None
     if ctx.needs_input_grad[0]:
-        gx = dwconv2d_input_grad(grad.to(x.dtype), weight)
+        gx = input_grad(grad.to(x.dtype), weight)
     if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-        gw, gb = dwconv2d_weight_grad(grad, x, weight.shape[-1])
+        gw, gb = weight_grad(grad, x, weight.shape[-1])
         gw = gw.to(weight.dtype) if ctx.needs_input_grad[1] else None
         gb = gb.to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
     return gx, gw, gb
 
 
 dwconv2d.register_autograd(_dw_backward, setup_context=_dw_setup)
+
+
+class _DwConv2d(torch.autograd.Function):
+    """:func:`dwconv2d` for eager autograd: the same forward, setup and backward, called directly (see :func:`dwconv2d_autograd`)."""
+
+    forward = staticmethod(_dwconv2d)
+    setup_context = staticmethod(_dw_setup)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _dw_backward(ctx, grad, _dw_input_grad, _dw_weight_grad)
+
+
+def dwconv2d_autograd(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """:func:`dwconv2d` with autograd, for the layers: the custom op where torch.compile traces (it sees one opaque
+    operator), a plain ``autograd.Function`` over the same functions in eager mode, which skips the custom op's
+    dispatch (about 40 us a call forward and as much backward, some 2 ms of a training step); same results."""
+    if torch.compiler.is_compiling():
+        return dwconv2d(x, weight, bias)
+    return _DwConv2d.apply(x, weight, bias)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -167,9 +197,8 @@ def _rows(z: Tensor) -> tuple[int, int]:
     return B * H * W, C
 
 
-@torch.library.custom_op("convmixer::act_bn_train", mutates_args=())
-def act_bn_train(z: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, eps: float,
-                 act: int) -> tuple[Tensor, Tensor, Tensor]:
+def _act_bn_train(z: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, eps: float,
+                  act: int) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode BatchNorm of act(z) with batch statistics: (out, batch mean, biased batch variance)."""
     z = _cl(z)
     M, C = _rows(z)
@@ -187,6 +216,9 @@ def act_bn_train(z: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | Non
     _ew("cmx_act_affine", out.data_ptr(), ACT_NONE, affine[0].data_ptr(), affine[1].data_ptr(), _ptr(residual),
         out.data_ptr(), None, bf, M, C, _nthreads())
     return out, mean, var
+
+
+act_bn_train = torch.library.custom_op("convmixer::act_bn_train", _act_bn_train, mutates_args=())
 
 
 @act_bn_train.register_fake
@@ -214,9 +246,8 @@ def _grad_apply(z: Tensor, grad: Tensor, act: int, ca: Tensor, cb: Tensor, cc: T
     return dz
 
 
-@torch.library.custom_op("convmixer::act_bn_train_backward", mutates_args=())
-def act_bn_train_backward(grad: Tensor, z: Tensor, weight: Tensor, mean: Tensor, var: Tensor, eps: float,
-                          act: int) -> tuple[Tensor, Tensor, Tensor]:
+def _act_bn_train_backward(grad: Tensor, z: Tensor, weight: Tensor, mean: Tensor, var: Tensor, eps: float,
+                           act: int) -> tuple[Tensor, Tensor, Tensor]:
     """(d z, d weight, d bias) of :func:`act_bn_train`; the weight and bias gradients are fp32."""
     z = _cl(z)
     grad = _cl(grad.to(z.dtype))
@@ -230,6 +261,10 @@ def act_bn_train_backward(grad: Tensor, z: Tensor, weight: Tensor, mean: Tensor,
         eps, M, C, coeffs[0].data_ptr(), coeffs[1].data_ptr(), coeffs[2].data_ptr(), d_weight.data_ptr(),
         d_bias.data_ptr())
     return _grad_apply(z, grad, act, coeffs[0], coeffs[1], coeffs[2]), d_weight, d_bias
+
+
+act_bn_train_backward = torch.library.custom_op("convmixer::act_bn_train_backward", _act_bn_train_backward,
+                                                mutates_args=())
 
 
 @act_bn_train_backward.register_fake
@@ -247,13 +282,33 @@ def _act_bn_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(mean, var)
 
 
-def _act_bn_backward(ctx, grad, _grad_mean, _grad_var):
+def _act_bn_backward(ctx, grad, _grad_mean, _grad_var, backward=act_bn_train_backward):
     z, weight, mean, var = ctx.saved_tensors
-    dz, dw, db = act_bn_train_backward(grad, z, weight, mean, var, ctx.eps, ctx.act)
+    dz, dw, db = backward(grad, z, weight, mean, var, ctx.eps, ctx.act)
     return dz, dw.to(weight.dtype), db.to(weight.dtype), grad if ctx.has_residual else None, None, None
 
 
 act_bn_train.register_autograd(_act_bn_backward, setup_context=_act_bn_setup)
+
+
+class _ActBnTrain(torch.autograd.Function):
+    """:func:`act_bn_train` for eager autograd (see :func:`act_bn_train_autograd`)."""
+
+    forward = staticmethod(_act_bn_train)
+    setup_context = staticmethod(_act_bn_setup)
+
+    @staticmethod
+    def backward(ctx, grad, grad_mean, grad_var):
+        return _act_bn_backward(ctx, grad, grad_mean, grad_var, _act_bn_train_backward)
+
+
+def act_bn_train_autograd(z: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, eps: float,
+           act: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`act_bn_train` with autograd, for the layers: the custom op under torch.compile, the plain
+    ``autograd.Function`` in eager mode (as :func:`dwconv2d_autograd`)."""
+    if torch.compiler.is_compiling():
+        return act_bn_train(z, weight, bias, residual, eps, act)
+    return _ActBnTrain.apply(z, weight, bias, residual, eps, act)
 
 
 @torch.library.custom_op("convmixer::act_affine", mutates_args=())
