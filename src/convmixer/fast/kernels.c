@@ -222,10 +222,10 @@ OMP(omp parallel num_threads(nthreads_for(nthreads, nthreads)) reduction(+ : tot
 /* Row-major passes. Rows go out in chunks of CHUNK rows, statically: each thread takes one contiguous run of
  * chunks, i.e. the same share of the batch in every pass and in the depthwise kernels below (image-major), so what a
  * pass writes is still in that core's own cache when the next pass reads it. Handing out single chunks dynamically
- * (as before 2026-12-05) was 1.07x (bf16) to 1.12x (AVX2 fp32) slower for the whole training step on 2 cores, and
- * still 1.14x slower with a busy process on one of the cores (docs/RESULTS.md, "seventh session"). Within a chunk
- * every row's channels are walked in memory order. Per-channel sums are kept per chunk (fp32 over CHUNK rows) and added up in chunk order
- * in double precision afterwards, so the result does not depend on which thread took which chunk.
+ * (before 2026-12-05) made the whole training step 1.09x (bf16) to 1.28x (AVX2 fp32) slower on 2 cores, and was
+ * still 1.14x slower with a busy process on one of them (docs/RESULTS.md, "seventh session"). Within a chunk every
+ * row's channels are walked in memory order. Per-channel sums are kept per chunk (fp32 over CHUNK rows) and added up
+ * in chunk order in double precision afterwards, so the result does not depend on which thread took which chunk.
  * The row loops are instantiated for every (activation, dtype, variant) so that nothing is tested per element;
  * whole VL-channel blocks run a branch-free loop, a final partial block (C % VL) the masked one. */
 #define CHUNK 64

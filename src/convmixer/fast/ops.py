@@ -166,7 +166,8 @@ dwconv2d.register_autograd(_dw_backward, setup_context=_dw_setup)
 
 
 class _DwConv2d(torch.autograd.Function):
-    """:func:`dwconv2d` for eager autograd: the same forward, setup and backward, called directly (see :func:`dwconv2d_autograd`)."""
+    """:func:`dwconv2d` for eager autograd: the same forward, setup and backward, called directly
+    (see :func:`dwconv2d_autograd`)."""
 
     forward = staticmethod(_dwconv2d)
     setup_context = staticmethod(_dw_setup)

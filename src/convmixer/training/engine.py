@@ -53,6 +53,7 @@ from .distributed import (
     init_distributed,
     resolve_device,
 )
+from .ema import EMA
 from .optim import Lookahead, build_optimizer
 from .rundir import RunDirectory, RunLog, check_resumable, default_run_name, plot_curves, write_json
 from .schedule import image_size_at, lr_at, relative_costs
@@ -246,9 +247,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
         self.ema = None
         if cfg.run.ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.run.ema_decay), use_buffers=True)
+            self.ema = EMA(self.model, cfg.run.ema_decay)
         self.steps_per_epoch = len(loader) // cfg.optim.accum_steps
         if self.steps_per_epoch < 1:
             from ..errors import ConfigError
