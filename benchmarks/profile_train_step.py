@@ -6,8 +6,10 @@
 
 ``bench_kernels.py`` times each kernel alone; this profiles the whole step the engine takes (augmentation, forward,
 loss, backward, clipping, AdamW, the EMA update) after a warm-up, and sums the profiler's self CPU time into the
-parts of a ConvMixer step. The own kernels are called through ctypes inside ``torch.library`` custom ops, so their
-time is the self time of those ops: a custom op's forward is recorded under torch's generated autograd function
+parts of a ConvMixer step. The own kernels are called through ctypes, so their time is the self time of the
+operator around the call: in eager mode the layers' ``torch.autograd.Function``\ s (``_ActBnTrain``, ``_DwConv2d``
+and their ``...Backward`` nodes, which hold both depthwise gradients); where the ``torch.library`` custom ops run
+instead (before 2026-12-05, or traced), a custom op's forward is recorded under torch's generated autograd function
 (``GeneratedBackwardFor_convmixer_<op>_default``), its backward kernels under their own names. The profiler adds
 a few microseconds to each of the step's ~3,000 small operator calls, so "the rest" is an upper bound.
 """
@@ -33,6 +35,10 @@ from convmixer.training.engine import Trainer
 PARTS = {
     "aten::mkldnn_convolution": "1x1 and stem convolutions, forward",
     "aten::convolution_backward": "1x1 and stem convolutions, backward",
+    "_ActBnTrain": "act + BN (+ residual), forward",
+    "_ActBnTrainBackward": "act + BN (+ residual), backward",
+    "_DwConv2d": "depthwise conv, forward",
+    "_DwConv2dBackward": "depthwise conv, input and weight gradients",
     "GeneratedBackwardFor_convmixer_act_bn_train_default": "act + BN (+ residual), forward",
     "convmixer::act_bn_train_backward": "act + BN (+ residual), backward",
     "GeneratedBackwardFor_convmixer_dwconv2d_default": "depthwise conv, forward",
