@@ -41,32 +41,31 @@ def depthwise_kernel_sizes(model: nn.Module) -> set[int]:
             if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels}
 
 
-class Alternator:
-    """``on_step`` hook: times every step and swaps the libraries every ``window`` steps after ``warmup``."""
+class StepAlternator:
+    """``on_step`` hook: times every step (from one call to the next) and, after ``warmup`` calls, switches to the
+    next of ``variants`` versions every ``window`` timed steps (:meth:`switch`). Subclasses say what a version is;
+    the scripts in benchmarks/results/ that compare Python changes inside one run use it as it is, with ``on_switch``."""
 
-    def __init__(self, sources: list[str], window: int, warmup: int) -> None:
-        self.sources, self.window, self.warmup = sources, window, warmup
-        self.libs: list[dict[int, object]] = []
-        self.steps_ms: list[list[float]] = [[] for _ in sources]
-        self.windows_ms: list[list[float]] = [[] for _ in sources]  # median step of each complete window
+    def __init__(self, variants: int, window: int, warmup: int, on_switch=None) -> None:
+        self.variants, self.window, self.warmup, self.on_switch = variants, window, warmup, on_switch
+        self.steps_ms: list[list[float]] = [[] for _ in range(variants)]
+        self.windows_ms: list[list[float]] = [[] for _ in range(variants)]  # median step of each complete window
         self.current, self.count, self.last = 0, 0, None
         self._window: list[float] = []
 
-    def _build(self, trainer: Trainer) -> None:
-        sizes = {0} | depthwise_kernel_sizes(trainer.model)
-        self.libs = [{k: build.build_source(src, k) for k in sorted(sizes)} for src in self.sources]
-        self._use(0)
+    def first_step(self, trainer: Trainer) -> None:
+        """Called after the first step, once the trainer has built its model."""
 
-    def _use(self, i: int) -> None:
+    def switch(self, i: int) -> None:
         self.current = i
-        for k, lib in self.libs[i].items():
-            build.install(k, lib)
+        if self.on_switch is not None:
+            self.on_switch(i)
 
     def __call__(self, trainer: Trainer) -> None:
         now = time.perf_counter()
         self.count += 1
         if self.count == 1:
-            self._build(trainer)  # after the first step: the trainer has built its model
+            self.first_step(trainer)
         elif self.count > self.warmup and self.last is not None:
             step_ms = (now - self.last) * 1e3
             self.steps_ms[self.current].append(step_ms)
@@ -74,8 +73,8 @@ class Alternator:
             if len(self._window) == self.window:
                 self.windows_ms[self.current].append(statistics.median(self._window))
                 self._window = []
-                self._use((self.current + 1) % len(self.sources))
-        self.last = time.perf_counter()  # the swap itself is not counted
+                self.switch((self.current + 1) % self.variants)
+        self.last = time.perf_counter()  # the switch itself is not counted
 
     def summary(self) -> dict:
         pairs = min(len(w) for w in self.windows_ms)
@@ -88,6 +87,46 @@ class Alternator:
         out["ratio_base_over_new"] = {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
                                       "max": round(max(ratios), 3), "window_pairs": pairs}
         return out
+
+    def line(self, names: tuple[str, str], plan: str) -> str:
+        """One line: each version's median step and the first's over the second's per window pair."""
+        s, (a, b) = self.summary(), names
+        r = s["ratio_base_over_new"]
+        return (f"{a}: {s['base']['median_step_ms']:.2f} ms, {b}: {s['new']['median_step_ms']:.2f} ms (median "
+                f"steps); {a}/{b} per window pair: median {r['median']:.3f}, range {r['min']:.3f}-{r['max']:.3f}, "
+                f"{r['window_pairs']} pairs; {plan}")
+
+
+class Alternator(StepAlternator):
+    """Versions of ``kernels.c``: both are built after the first step and installed in turn."""
+
+    def __init__(self, sources: list[str], window: int, warmup: int) -> None:
+        super().__init__(len(sources), window, warmup)
+        self.sources = sources
+        self.libs: list[dict[int, object]] = []
+
+    def first_step(self, trainer: Trainer) -> None:
+        sizes = {0} | depthwise_kernel_sizes(trainer.model)
+        self.libs = [{k: build.build_source(src, k) for k in sorted(sizes)} for src in self.sources]
+        self.switch(0)
+
+    def switch(self, i: int) -> None:
+        super().switch(i)
+        for k, lib in self.libs[i].items():
+            build.install(k, lib)
+
+
+def run_recipe(hook: StepAlternator, config: str, overrides: list[str], steps: int, threads: int) -> str:
+    """Train ``config`` for ``steps`` optimizer steps with ``hook`` as ``on_step``, as the CLI sets the process up;
+    returns the execution plan's description."""
+    tune_malloc()  # as the CLI does
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="convmixer-ab-") as tmp:
+        cfg = load_config(config, [*overrides, f"run.out_dir={tmp}", "run.progress=false", "run.tensorboard=false",
+                                   "run.checkpoint_minutes=0", f"run.max_steps={steps}"])
+        trainer = Trainer(cfg, on_step=hook)
+        trainer.fit()
+        return trainer.plan.describe()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,16 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             build.build_source(text, 0)
         except RuntimeError as e:
             ap.error(f"{path or 'the package kernels.c'} does not compile: {e}")
-    tune_malloc()  # as the CLI does
-    torch.set_num_threads(args.threads)
     hook = Alternator(texts, args.window, args.warmup)
-    with tempfile.TemporaryDirectory(prefix="convmixer-ab-") as tmp:
-        cfg = load_config(args.config, [*args.set, f"run.out_dir={tmp}", "run.progress=false",
-                                        "run.tensorboard=false", "run.checkpoint_minutes=0",
-                                        f"run.max_steps={args.steps}"])
-        trainer = Trainer(cfg, on_step=hook)
-        trainer.fit()
-        plan = trainer.plan.describe()
+    plan = run_recipe(hook, args.config, args.set, args.steps, args.threads)
     build.reset()
     if "kernel=fused" not in plan:
         print(f"ab_kernels: this run's plan does not call the kernels, so both sides timed the same operators: {plan}",
