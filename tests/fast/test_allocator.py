@@ -52,3 +52,27 @@ def test_disabled_by_environment_or_user_settings(monkeypatch):
                 m.setenv(key, value)
             assert allocator.tune_malloc() is False
     monkeypatch.setattr(allocator, "_tuned", None)
+
+
+TRIM = textwrap.dedent("""
+    import sys, torch
+    from convmixer.fast.allocator import trim_heap, tune_malloc
+    def rss():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) << 10
+    tuned = tune_malloc()
+    a = torch.ones(16 << 20)  # 64 MiB from the heap, touched
+    del a
+    kept = rss()
+    trimmed = trim_heap()
+    print(tuned, trimmed, kept - rss())
+""")
+
+
+def test_trim_heap_gives_back_what_the_tuned_allocator_kept():
+    out = subprocess.run([sys.executable, "-c", TRIM], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}).stdout.split()
+    if out[0] != "True":
+        pytest.skip("not glibc")
+    assert out[1] == "True"
+    assert int(out[2]) > 48 << 20, out  # most of the freed 64 MiB left the resident set

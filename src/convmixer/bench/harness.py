@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..fast.allocator import trim_heap
 from .backends import get_backend
 from .settings import BenchConfig, check_config
 
@@ -188,6 +189,7 @@ def cpu_step_peak(runner, warmup: int) -> tuple[int, str]:
     if warmup > 0 and _reset_peak_rss():
         for _ in range(warmup):
             runner.step()
+        trim_heap()  # freed blocks the allocator kept would be reused unseen by the resident set
         reset = _reset_peak_rss()
     before = _rss_status()
     runner.step()
