@@ -22,6 +22,15 @@ def test_every_field_has_a_comment():
             assert "#" in line, f"{cls.__name__}.{name} has no comment"
 
 
+def test_a_choice_yaml_reads_as_a_boolean_is_the_word_given(tmp_path):
+    # YAML 1.1 reads "off" as False: run.amp's choice "off" must still be accepted, on the command line and in a file
+    assert load_config("fmnist", ["run.amp=off"]).run.amp == "off"
+    (tmp_path / "mine.yaml").write_text("base: fmnist\nrun:\n  amp: off\n")
+    assert load_config(str(tmp_path / "mine.yaml")).run.amp == "off"
+    with pytest.raises(ConfigError, match="one of"):
+        load_config("fmnist", ["run.amp=yes"])  # a boolean word that is none of the choices stays an error
+
+
 def test_set_is_type_checked():
     cfg = TrainConfig()
     set_value(cfg, *parse_assignment("optim.lr=3e-3"))  # YAML reads 3e-3 as a string; the field says float
