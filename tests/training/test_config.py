@@ -50,7 +50,7 @@ def test_set_is_type_checked():
             set_value(cfg, *parse_assignment(bad))
 
 
-@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_p1", "fmnist_long", "cifar10", "imagenet_1536_20",
+@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_b32", "fmnist_p1", "fmnist_long", "cifar10", "imagenet_1536_20",
                                     "imagenet_768_32"])
 def test_shipped_recipes_load_and_validate(recipe, tmp_path):
     cfg = load_config(recipe)

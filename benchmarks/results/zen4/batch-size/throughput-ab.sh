@@ -1,6 +1,7 @@
 # Batch 32 against batch 64 (the real training loop, benchmarks/bench_train_steps.py, 2 threads, 25,600 images a
 # run), alternated 3 times per path so that both see the same machine; medians of 200-step windows.
-# Usage from the repository root: bash benchmarks/results/zen4/batch-size/throughput-ab.sh > OUT.txt
+# Usage: bash benchmarks/results/zen4/batch-size/throughput-ab.sh > OUT.txt   (output of 2026-12-06: throughput-ab.txt)
+cd "$(dirname "$0")/../../../.."
 AVX2="CONVMIXER_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2"
 for path in native avx2; do
   for round in 1 2 3; do

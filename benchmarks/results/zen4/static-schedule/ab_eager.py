@@ -21,6 +21,6 @@ def use(i: int) -> None:
 
 use(0)
 hook = StepAlternator(2, window=10, warmup=40, on_switch=use)
-plan = run_recipe(hook, "fmnist", [], steps, threads=2)
+plan = run_recipe(hook, "fmnist_b32", [], steps, threads=2)
 use(1)
 print(hook.line(('custom ops', 'eager Functions'), plan))

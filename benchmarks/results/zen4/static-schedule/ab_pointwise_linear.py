@@ -40,4 +40,4 @@ def use(i: int) -> None:
 
 modules.FastMixerLayer.forward = forward
 hook = StepAlternator(2, window=10, warmup=40, on_switch=use)
-print(hook.line(('conv', 'linear'), run_recipe(hook, "fmnist", [], steps, threads=2)))
+print(hook.line(('conv', 'linear'), run_recipe(hook, "fmnist_b32", [], steps, threads=2)))
