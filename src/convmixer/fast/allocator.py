@@ -28,6 +28,14 @@ USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 _tuned: bool | None = None
 
 
+def _libc_function(name: str):
+    """glibc's ``name`` through ctypes, or None where the C library has no such function (musl, other systems)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def tune_malloc() -> bool:
     """Apply :data:`SETTINGS` once per process; True when they are in effect (False off glibc or when disabled)."""
     global _tuned
@@ -37,10 +45,8 @@ def tune_malloc() -> bool:
     if (not sys.platform.startswith("linux") or os.environ.get("CONVMIXER_TUNE_MALLOC", "1") == "0"
             or any(v in os.environ for v in USER_VARIABLES)):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False  # musl and other C libraries have no mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _tuned = all(mallopt(param, value) == 1 for param, value in SETTINGS.items())
@@ -54,11 +60,8 @@ def trim_heap() -> bool:
     resident-set measurement cannot see it. A memory benchmark trims first, so that what a step allocates shows up
     in the peak resident set whatever the process did before. False off glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+    trim = _libc_function("malloc_trim") if sys.platform.startswith("linux") else None
+    if trim is None:
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim(0) == 1
