@@ -104,10 +104,17 @@ def test_the_benchmark_compares_recipes_in_alternating_order(tmp_path):
     assert row["reached_50.0"] in ("0/1", "1/1") and row["final_mean"] == report["runs"][0]["final"]
 
 
-def test_main_writes_json(tmp_path):
+def test_main_writes_json(tmp_path, monkeypatch):
+    import convmixer.fast.allocator as allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "tune_malloc", lambda: calls.append(1) or True)
     out = tmp_path / "one.json"
     assert main(["--config", "fmnist", "--set", *TINY, "run.max_steps=3", "--eval-every", "1000",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [p["images"] for p in result["points"]] == [96]
     assert result["gemm_gflops"]["before"] > 0 and result["machine"]["kernel_lanes"] in (None, 8, 16)
+    # the runs are timed with the allocator as `convmixer train` sets it (page faults otherwise cost a quarter of a
+    # patch-1 step)
+    assert calls == [1] and result["malloc_tuned"] is True
