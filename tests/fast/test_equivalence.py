@@ -32,9 +32,10 @@ def randomize_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-def make_pair(h, d, k, p, act="gelu", in_chans=3, num_classes=5, kernel="fused", channels_last=True):
+def make_pair(h, d, k, p, act="gelu", in_chans=3, num_classes=5, kernel="fused", channels_last=True, stem_kernel=None):
     torch.manual_seed(h * 100 + k)
-    plain = randomize_bn(ConvMixer(h, d, k, p, num_classes=num_classes, in_chans=in_chans, act=act))
+    plain = randomize_bn(ConvMixer(h, d, k, p, num_classes=num_classes, in_chans=in_chans, act=act,
+                                   stem_kernel=stem_kernel))
     fast = apply_plan(copy.deepcopy(plain), fp32_plan(kernel, channels_last=channels_last))
     return plain, fast
 
@@ -102,12 +103,14 @@ def test_eval_matches_plain_with_and_without_grad(h, d, k, p, size, act, batch):
         assert_close(p_fast.grad, p_plain.grad, f"eval-mode grad {name}", scale=10)
 
 
-@pytest.mark.parametrize("in_chans,p,size", [(1, 2, 15), (3, 14, 30)])
-def test_patch_embedding_as_a_matrix_product(in_chans, p, size):
-    """One input channel or large patches: the stem runs as one matrix product (remainder pixels dropped)."""
+@pytest.mark.parametrize("in_chans,p,size,stem_kernel", [(1, 2, 15, None), (3, 14, 30, None), (1, 2, 28, 4),
+                                                         (1, 2, 15, 3), (1, 1, 12, 3)])
+def test_patch_embedding_as_a_matrix_product(in_chans, p, size, stem_kernel):
+    """One input channel or large patches: the stem runs as one matrix product (remainder pixels dropped); an
+    overlapping stem on one channel too, over the zero-padded input's windows."""
     from convmixer.fast.modules import _patchify_wins
 
-    plain, fast = make_pair(16, 1, 3, p, in_chans=in_chans)
+    plain, fast = make_pair(16, 1, 3, p, in_chans=in_chans, stem_kernel=stem_kernel)
     x = torch.randn(4, in_chans, size, size, generator=torch.Generator().manual_seed(3))
     assert _patchify_wins(fast.stem[0], x)
     y = torch.randint(0, 5, (4,))

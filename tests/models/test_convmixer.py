@@ -120,6 +120,25 @@ def test_bad_constructor_arguments(kwargs, match):
         ConvMixer(**args)
 
 
+@pytest.mark.parametrize("stem_kernel,p", [(4, 2), (3, 2), (5, 2), (3, 1), (9, 7)])
+def test_an_overlapping_stem_keeps_the_grid(stem_kernel, p):
+    """stem_kernel > p: each patch's embedding sees a wider window, the grid and everything after it are the paper's."""
+    model = ConvMixer(8, 1, kernel_size=3, patch_size=p, num_classes=3, in_chans=1, stem_kernel=stem_kernel)
+    conv = model.stem[0]
+    assert conv.kernel_size == (stem_kernel, stem_kernel) and conv.stride == (p, p)
+    assert model.forward_features(torch.randn(2, 1, 28, 28)).shape == (2, 8, 28 // p, 28 // p)
+    assert model.config()["stem_kernel"] == stem_kernel and ConvMixer(**model.config()).stem[0].padding == conv.padding
+    plain = ConvMixer(8, 1, kernel_size=3, patch_size=p, num_classes=3, in_chans=1)
+    assert "stem_kernel" not in plain.config()  # the paper's stem: configs stored before the option are unchanged
+    assert ConvMixer(8, 1, patch_size=p, stem_kernel=p).state_dict().keys() == plain.state_dict().keys()
+
+
+@pytest.mark.parametrize("stem_kernel", [1, 2.0, True])
+def test_a_stem_kernel_below_the_patch_size_is_refused(stem_kernel):
+    with pytest.raises(ValueError, match="stem_kernel must be an integer >= the patch size 3"):
+        ConvMixer(8, 1, patch_size=3, stem_kernel=stem_kernel)
+
+
 def test_relu_variant_uses_relu():
     model = ConvMixer(4, 1, act="relu")
     assert isinstance(model.stem[1], nn.ReLU) and isinstance(model.blocks[0][0].fn[1], nn.ReLU)

@@ -241,7 +241,8 @@ def test_the_eta_weighs_the_cheaper_small_steps(tiny_cfg):
 
 
 @pytest.mark.parametrize("extra", [("schedule.resize_from=8", "schedule.resize_until=0.75"),
-                                   ("optim.lookahead_k=3", "optim.lookahead_alpha=0.5")], ids=["resize", "lookahead"])
+                                   ("optim.lookahead_k=3", "optim.lookahead_alpha=0.5"),
+                                   ("optim.muon=true",)], ids=["resize", "lookahead", "muon"])
 def test_interrupted_run_with_a_step_dependent_option_resumes_exactly(tiny_cfg, monkeypatch, extra):
     full = Trainer(tiny_cfg(*extra, name="full")).fit()
     with monkeypatch.context() as m:
@@ -263,3 +264,9 @@ def test_lookahead_changes_the_training_and_keeps_its_slow_weights_in_the_checkp
     assert all(torch.equal(a, b.detach()) for a, b in zip(slow, params))
     assert not torch.equal(final_weights(plain.run_dir)["head.weight"], final_weights(la.run_dir)["head.weight"])
     assert load_state(plain.run_dir / "last.pt")["lookahead"] is None
+
+
+def test_muon_is_refused_under_fp16_autocast(tiny_cfg):
+    """fp16's GradScaler would not unscale the 2-D views Muon steps; the run stops at set-up with a clear error."""
+    with pytest.raises(ConfigError, match="optim.muon cannot run under fp16"):
+        Trainer(tiny_cfg("optim.muon=true", "run.amp=fp16", "run.plain=false")).fit()

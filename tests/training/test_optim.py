@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from convmixer import ConvMixer
@@ -73,3 +74,46 @@ def test_lookahead_pulls_the_slow_weights_every_k_steps_and_restarts_from_them()
     other = Lookahead([torch.nn.Parameter(torch.zeros(3))], k=2, alpha=0.5)
     other.load_state_dict(la.state_dict())
     assert torch.equal(other.slow[0], torch.ones(3))
+
+
+def test_muon_takes_the_channel_mixing_weights_and_adamw_the_rest():
+    model = ConvMixer(16, 2, kernel_size=3, patch_size=2, in_chans=1, num_classes=4)
+    opt = build_optimizer(model, OptimConfig(lr=0.003, eps=1e-8, weight_decay=0.05, muon=True))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in opt.matrices) == ["blocks.0.1.weight", "blocks.1.1.weight"]
+    in_adamw = [names[id(p)] for g in opt.adamw.param_groups for p in g["params"]]
+    assert len(in_adamw) + 2 == len(names) and "blocks.0.1.weight" not in in_adamw
+    # the engine sets the lr of every group it sees, Muon's included
+    assert len(opt.param_groups) == 3 and opt.param_groups[-1]["params"][0].shape == (16, 16)
+
+
+def test_muon_updates_the_conv_weights_as_torchs_muon_updates_a_matrix():
+    """The (h, h, 1, 1) weights are given to torch.optim.Muon as 2-D views of their storage: the same arithmetic as
+    torch's Muon on a separate (h, h) matrix with the same gradients, also for channels-last weights."""
+    torch.manual_seed(0)
+    model = ConvMixer(16, 1, kernel_size=3, patch_size=2, in_chans=1, num_classes=4).to(memory_format=torch.channels_last)
+    cfg = OptimConfig(lr=0.003, eps=1e-8, weight_decay=0.05, muon=True, muon_momentum=0.9)
+    opt = build_optimizer(model, cfg)
+    conv = model.blocks[0][1].weight
+    twin = torch.nn.Parameter(conv.detach().clone().reshape(16, 16))
+    ref = torch.optim.Muon([twin], lr=0.003, weight_decay=0.05, momentum=0.9, nesterov=True,
+                           adjust_lr_fn="match_rms_adamw")
+    x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 4, (8,))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        twin.grad = conv.grad.detach().reshape(16, 16).clone()
+        opt.step()
+        ref.step()
+        assert conv.grad is not None and all(v.grad is None for v in opt.views)
+    assert torch.equal(conv.detach().reshape(16, 16), twin.detach())
+    state = opt.state_dict()
+    assert set(state) == {"adamw", "muon"} and len(state["muon"]["state"]) == 1
+
+
+def test_muon_state_loads_only_into_muon():
+    model = ConvMixer(8, 1, kernel_size=3, patch_size=2, in_chans=1, num_classes=4)
+    opt = build_optimizer(model, OptimConfig(muon=True))
+    with pytest.raises(ValueError, match="not Muon"):
+        opt.load_state_dict(build_optimizer(model, OptimConfig()).state_dict())
+    opt.load_state_dict(opt.state_dict())

@@ -76,24 +76,34 @@ class _FastBlock(nn.Sequential):
 
 
 def _patchify_wins(conv: nn.Module, x: Tensor) -> bool:
-    """Whether to compute a non-overlapping patch embedding as one matrix product (:func:`patch_linear`).
+    """Whether to compute the patch embedding as one matrix product (:func:`patch_linear`).
 
     With one input channel PyTorch's convolution returns NCHW whatever the memory format asked for (a 1-channel
     input is both NCHW and NHWC), and the copy to NHWC costs 10x the convolution; with patches of 14 px or more
-    the matrix product is faster (measured on the 28 px, 1-channel and the 224 px, p=14 models)."""
-    p = conv.kernel_size[0]
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (p, p) and conv.stride == (p, p)
-            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
-            and (x.shape[1] == 1 or p >= 14))
+    the matrix product is faster (measured on the 28 px, 1-channel and the 224 px, p=14 models). An overlapping
+    stem (kernel > stride, symmetric zero padding) is taken the same way on one channel."""
+    k, s = conv.kernel_size[0], conv.stride[0]
+    pad = conv.padding
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (k, k) and conv.stride == (s, s) and k >= s
+            and isinstance(pad, tuple) and pad[0] == pad[1] and conv.padding_mode == "zeros"
+            and conv.dilation == (1, 1) and conv.groups == 1
+            and (x.shape[1] == 1 or (k == s and pad == (0, 0) and s >= 14)))
 
 
 def patch_linear(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` for kernel = stride = p, no padding, as a (B*h*w, C*p*p) x (C*p*p, D) matrix product whose
-    result is already channels-last; the same function as the convolution, differentiable."""
+    """``conv(x)`` for a stride-s, k x k stem (k >= s, symmetric zero padding) as a (B*h*w, C*k*k) x (C*k*k, D)
+    matrix product whose result is already channels-last; the same function as the convolution, differentiable.
+    Non-overlapping patches (k = s, no padding) are a reshape; overlapping ones a strided view of the padded input."""
     B, C, H, W = x.shape
-    p = conv.kernel_size[0]
-    h, w = H // p, W // p
-    patches = x[:, :, :h * p, :w * p].reshape(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(B * h * w, -1)
+    k, s, pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    if k == s and pad == 0:
+        h, w = H // k, W // k
+        patches = x[:, :, :h * k, :w * k].reshape(B, C, h, k, w, k).permute(0, 2, 4, 1, 3, 5).reshape(B * h * w, -1)
+    else:
+        padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
+        windows = padded.unfold(2, k, s).unfold(3, k, s)  # (B, C, h, w, k, k)
+        h, w = windows.shape[2], windows.shape[3]
+        patches = windows.permute(0, 2, 3, 1, 4, 5).reshape(B * h * w, -1)
     z = F.linear(patches, conv.weight.reshape(conv.out_channels, -1), conv.bias)
     return z.view(B, h, w, conv.out_channels).permute(0, 3, 1, 2)
 

@@ -48,10 +48,21 @@ class Residual(nn.Module):
         return x + self.fn(x)
 
 
-def patch_embedding(in_chans: int, dim: int, patch_size: int, act: str) -> nn.Sequential:
-    """Non-overlapping p x p patches, linearly embedded: (B, C_in, H, W) -> (B, h, H/p, W/p)."""
+def stem_padding(stem_kernel: int, patch_size: int) -> int:
+    """Zero padding of a stem conv with kernel ``stem_kernel`` >= stride ``patch_size``: the overlap split evenly,
+    so the grid stays H/p x W/p (for H divisible by p) and a patch's window is centred on it."""
+    return (stem_kernel - patch_size + 1) // 2
+
+
+def patch_embedding(in_chans: int, dim: int, patch_size: int, act: str, stem_kernel: int | None = None) -> nn.Sequential:
+    """p x p patches, linearly embedded: (B, C_in, H, W) -> (B, h, H/p, W/p).
+
+    The paper's stem is non-overlapping (kernel = stride = p). ``stem_kernel`` > p makes each patch's embedding
+    see a (stem_kernel x stem_kernel) window around it (stride p, padding :func:`stem_padding`): the same grid and
+    blocks, a few more stem weights (an option beyond the paper, issue 15)."""
+    k = patch_size if stem_kernel is None else stem_kernel
     return nn.Sequential(
-        nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size),
+        nn.Conv2d(in_chans, dim, kernel_size=k, stride=patch_size, padding=stem_padding(k, patch_size)),
         make_activation(act),
         nn.BatchNorm2d(dim),
     )
@@ -102,6 +113,7 @@ class ConvMixer(ImageClassifier):
         act: str = "gelu",
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        stem_kernel: int | None = None,
     ) -> None:
         super().__init__()
         for field, value, low in (("dim", dim, 1), ("depth", depth, 1), ("kernel_size", kernel_size, 1),
@@ -111,15 +123,20 @@ class ConvMixer(ImageClassifier):
                 raise ConfigError(f"ConvMixer {field} must be an integer >= {low}, got {value!r}")
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0 <= drop_rate < 1:
             raise ConfigError(f"ConvMixer drop_rate must be a number in [0, 1), got {drop_rate!r}")
+        if stem_kernel is not None and (not isinstance(stem_kernel, int) or isinstance(stem_kernel, bool)
+                                        or stem_kernel < patch_size):
+            raise ConfigError(f"ConvMixer stem_kernel must be an integer >= the patch size {patch_size}, "
+                              f"got {stem_kernel!r}")
         make_activation(act)  # validate the name before building anything
         self.dim, self.depth, self.kernel_size, self.patch_size = dim, depth, kernel_size, patch_size
         self.num_classes, self.in_chans, self.act = num_classes, in_chans, act
         self.global_pool, self.drop_rate = global_pool, float(drop_rate)
+        self.stem_kernel = patch_size if stem_kernel is None else stem_kernel
         self.num_features = dim
         self.grad_checkpointing = False
         self.feature_info = block_feature_info(depth, dim, patch_size)
 
-        self.stem = patch_embedding(in_chans, dim, patch_size, act)
+        self.stem = patch_embedding(in_chans, dim, patch_size, act, self.stem_kernel)
         self.blocks = nn.Sequential(*[convmixer_layer(dim, kernel_size, act) for _ in range(depth)])
         self.pooling = GlobalPool2d(global_pool)
         self.head_drop = nn.Dropout(self.drop_rate)
@@ -140,6 +157,8 @@ class ConvMixer(ImageClassifier):
             config["global_pool"] = self.global_pool
         if self.drop_rate:
             config["drop_rate"] = self.drop_rate
+        if self.stem_kernel != self.patch_size:
+            config["stem_kernel"] = self.stem_kernel
         return config
 
     def check_input(self, x: torch.Tensor) -> None:

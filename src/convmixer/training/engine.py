@@ -245,6 +245,11 @@ class Trainer:
             self.lookahead = Lookahead([q for g in self.optimizer.param_groups for q in g["params"]],
                                        cfg.optim.lookahead_k, cfg.optim.lookahead_alpha)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
+        if cfg.optim.muon and self.scaler.is_enabled():
+            from ..errors import ConfigError
+
+            raise ConfigError("optim.muon cannot run under fp16 autocast (its gradient scaler would not unscale "
+                              "Muon's matrices); use --set run.amp=bf16 or run.amp=off")
         self.ema = None
         if cfg.run.ema_decay > 0:
             self.ema = EMA(self.model, cfg.run.ema_decay)
@@ -355,7 +360,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         lr = lr_at(p.step, self.total_steps, cfg.optim.lr, cfg.schedule)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         sums = {name: torch.zeros((), device=self.device) for name in ("loss_sum", "samples", *self.task.stat_names)}
         accum = len(batches)
         for j, (i, images, labels) in enumerate(batches):
