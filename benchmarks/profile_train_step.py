@@ -7,7 +7,7 @@
 ``bench_kernels.py`` times each kernel alone; this profiles the whole step the engine takes (augmentation, forward,
 loss, backward, clipping, AdamW, the EMA update) after a warm-up, and sums the profiler's self CPU time into the
 parts of a ConvMixer step. The own kernels are called through ctypes, so their time is the self time of the
-operator around the call: in eager mode the layers' ``torch.autograd.Function``\ s (``_ActBnTrain``, ``_DwConv2d``
+operator around the call: in eager mode the layers' ``torch.autograd.Function``\\ s (``_ActBnTrain``, ``_DwConv2d``
 and their ``...Backward`` nodes, which hold both depthwise gradients); where the ``torch.library`` custom ops run
 instead (before 2026-12-05, or traced), a custom op's forward is recorded under torch's generated autograd function
 (``GeneratedBackwardFor_convmixer_<op>_default``), its backward kernels under their own names. The profiler adds

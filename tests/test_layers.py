@@ -50,7 +50,8 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"convmixer", "models", "fast", "inference"},  # convmixer: __version__ for the export metadata
     "bench": {"models", "checkpoint", "factory", "fast", "export"},
     "serve": {"models", "data", "inference", "training", "export"},  # training: the task's top-k (what predict prints)
-    "experiments": {"models", "data", "profile", "factory", "training", "bench"},
+    # fast: the time-to-accuracy runner's entry point tunes the allocator as the CLI does (fast.allocator)
+    "experiments": {"models", "data", "profile", "factory", "fast", "training", "bench"},
     "cli": {"models", "data", "profile", "factory", "fast", "inference", "training", "export", "bench", "serve",
             "experiments"},
     "__main__": {"cli"},

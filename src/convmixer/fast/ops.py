@@ -14,7 +14,7 @@ Backward passes recompute the activation from its input instead of saving its ou
 
 The layers call ``dwconv2d`` and ``act_bn_train`` through :func:`dwconv2d_autograd` and
 :func:`act_bn_train_autograd`: the custom ops where torch.compile traces, and in eager mode plain
-``torch.autograd.Function``\ s over the same functions, without the custom ops' Python dispatch.
+``torch.autograd.Function``\\ s over the same functions, without the custom ops' Python dispatch.
 """
 
 from __future__ import annotations
