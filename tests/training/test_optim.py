@@ -111,6 +111,14 @@ def test_muon_updates_the_conv_weights_as_torchs_muon_updates_a_matrix():
     assert set(state) == {"adamw", "muon"} and len(state["muon"]["state"]) == 1
 
 
+def test_muon_on_a_model_without_channel_mixing_matrices_is_refused():
+    from convmixer.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    with pytest.raises(ConfigError, match="no square 1x1 convolutions"):
+        build_optimizer(model, OptimConfig(muon=True))
+
+
 def test_muon_state_loads_only_into_muon():
     model = ConvMixer(8, 1, kernel_size=3, patch_size=2, in_chans=1, num_classes=4)
     opt = build_optimizer(model, OptimConfig(muon=True))

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="convmixer-tta-") as tmp:
         result = run_recipe(args.config, args.set, eval_every=args.eval_every, out_dir=Path(tmp),
                             ema_decays=tuple(args.ema_decays), log=lambda m: print(m, file=sys.stderr, flush=True))
-    result.update(machine=machine(), malloc_tuned=tuned, gemm_gflops={"before": round(before, 1), "after": round(gemm_gflops(), 1)})
+    result.update(machine=machine(), malloc_tuned=tuned,
+                  gemm_gflops={"before": round(before, 1), "after": round(gemm_gflops(), 1)})
     Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
 

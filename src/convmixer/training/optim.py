@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .config import OptimConfig
 
 
@@ -28,6 +29,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW | M
     # only on GPUs; on the CPU it is the same arithmetic to the bit (tests/training/test_optim.py) and 1.25-1.3x
     # faster for the default model's 70 tensors, about 0.6 ms a step (benchmarks/results/zen4/step-profile/)
     matrices = channel_mixing_weights(model) if cfg.muon else []
+    if cfg.muon and not matrices:
+        raise ConfigError("optim.muon: this model has no square 1x1 convolutions (a ConvMixer's channel mixing) "
+                          "for Muon to train")
     adamw = torch.optim.AdamW(param_groups(model, cfg.weight_decay, tuple(matrices)), lr=cfg.lr, betas=cfg.betas,
                               eps=cfg.eps, foreach=True)
     return MuonAndAdamW(matrices, adamw, cfg) if matrices else adamw
