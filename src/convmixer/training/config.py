@@ -65,9 +65,10 @@ class OptimConfig:
     lookahead_k: int = 0  # Lookahead (Zhang et al. 2019): every k optimizer steps pull the slow weights toward the
     # fast ones and restart from them (0: off; the paper's 5-10)
     lookahead_alpha: float = 0.5  # Lookahead: slow weights += alpha * (fast - slow) every k steps
-    muon: bool = False  # Muon (orthogonalized Nesterov momentum, torch.optim.Muon) for the 1x1 conv weights, at the
-    # schedule's lr scaled to AdamW's update size (0.2 sqrt(width)); AdamW for everything else. torch runs its
-    # iterations in bf16: cheap on a GPU, 4-5x AdamW's step on a bf16 CPU, 60x on an AVX2-only one
+    muon: bool = False  # Muon (orthogonalized Nesterov momentum; training/optim.py) for the square 1x1 conv weights
+    # (a ConvMixer's channel mixing), at the schedule's lr scaled to AdamW's update size (0.2 sqrt(width)); AdamW
+    # for everything else. Its Newton-Schulz iterations run in fp32 on a CPU (torch's bf16 ones are emulated, 60x
+    # AdamW's step, on CPUs without avx512_bf16) and in bf16 on a GPU
     muon_momentum: float = 0.95  # Muon's momentum (its paper's)
     muon_lr_scale: float = 1.0  # Muon's lr relative to the schedule's (after the scaling to AdamW's update size)
 

@@ -245,11 +245,6 @@ class Trainer:
             self.lookahead = Lookahead([q for g in self.optimizer.param_groups for q in g["params"]],
                                        cfg.optim.lookahead_k, cfg.optim.lookahead_alpha)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.plan.autocast_dtype == torch.float16)
-        if cfg.optim.muon and self.scaler.is_enabled():
-            from ..errors import ConfigError
-
-            raise ConfigError("optim.muon cannot run under fp16 autocast (its gradient scaler would not unscale "
-                              "Muon's matrices); use --set run.amp=bf16 or run.amp=off")
         self.ema = None
         if cfg.run.ema_decay > 0:
             self.ema = EMA(self.model, cfg.run.ema_decay)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +33,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW | M
     matrices = channel_mixing_weights(model) if cfg.muon else []
     if cfg.muon and not matrices:
         raise ConfigError("optim.muon: this model has no square 1x1 convolutions (a ConvMixer's channel mixing) "
-                          "for Muon to train")
+                          "for Muon to train; use --set optim.muon=false")
     adamw = torch.optim.AdamW(param_groups(model, cfg.weight_decay, tuple(matrices)), lr=cfg.lr, betas=cfg.betas,
                               eps=cfg.eps, foreach=True)
     return MuonAndAdamW(matrices, adamw, cfg) if matrices else adamw
@@ -45,49 +47,102 @@ def channel_mixing_weights(model: nn.Module) -> list[nn.Parameter]:
             and m.in_channels == m.out_channels and m.weight.requires_grad]
 
 
-class MuonAndAdamW:
-    """torch.optim.Muon for the channel-mixing weights and an AdamW for the rest, stepped together as one optimizer
-    (what the engine uses of one: ``param_groups``, ``step``, ``zero_grad``, ``state_dict``, ``load_state_dict``).
+def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration, computed in ``dtype``: (m, n) ``g`` -> an (m, n) matrix close to
+    U V^T where g = U S V^T (singular values pushed into roughly 0.7..1.2 rather than exactly 1, which is what makes
+    5 steps enough). A wide matrix keeps its Gram matrices small: a tall one is transposed first and back after."""
+    x = g.to(dtype)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.mT
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
+    a, b, c = coefficients
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
 
-    torch's Muon takes 2-D parameters only; each (h, h, 1, 1) conv weight is handed to it as a 2-D view of the same
-    storage, so its in-place update is the conv's. The update is scaled to AdamW's size (Muon's ``match_rms_adamw``:
-    lr x 0.2 sqrt(h)) so that the schedule's lr and weight decay serve both, times ``muon_lr_scale`` (the group's
-    ``lr_scale``, which the engine applies when it sets the lr each step). ``param_groups`` lists AdamW's groups and
-    then Muon's (holding the 2-D views). The engine refuses Muon under fp16's GradScaler, which would not unscale
-    the views' gradients (bf16 and fp32 need no scaler).
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Muon's quintic: the steepest slope at 0 that still converges
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al., 2024) for weight matrices: nesterov momentum, the update orthogonalized by
+    :func:`newton_schulz`, decoupled weight decay, and the update scaled to AdamW's typical size (torch's
+    ``match_rms_adamw``: lr x 0.2 sqrt(max(rows, cols))) so that AdamW's lr and weight decay serve. The arithmetic
+    of ``torch.optim.Muon(..., nesterov=True, adjust_lr_fn="match_rms_adamw")``, with two differences:
+
+    - a parameter of more than 2 dimensions is stepped as its (rows, rest) matrix, so a (h, h, 1, 1) conv weight is
+      the parameter itself (torch's takes 2-D parameters only, and 2-D views of the weights would hide their
+      gradients from fp16's GradScaler, which unscales and checks the gradients of ``param_groups``);
+    - the iteration runs in ``ns_dtype``, by default float32 on the CPU and bfloat16 elsewhere. torch's runs in
+      bfloat16 everywhere, which a CPU without avx512_bf16 (most of them) emulates: the default model's eight
+      128x128 matrices took 110-119 ms a step there, against a few ms in float32 (benchmarks/results/zen4/muon/).
+
+    The state is torch's (``momentum_buffer`` per parameter, shaped as the parameter).
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float, momentum: float = 0.95, nesterov: bool = True,
+                 ns_steps: int = 5, eps: float = 1e-7, ns_dtype: torch.dtype | None = None) -> None:
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        eps=eps)
+        super().__init__(params, defaults)
+        self.ns_dtype = ns_dtype
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() < 2:
+                    raise ValueError(f"Muon steps weight matrices; got a parameter of shape {tuple(p.shape)}")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("Muon.step takes no closure")
+        for group in self.param_groups:
+            momentum, lr = group["momentum"], float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                matrix = update.reshape(p.shape[0], -1)
+                dtype = self.ns_dtype or (torch.float32 if p.device.type == "cpu" else torch.bfloat16)
+                ortho = newton_schulz(matrix, NS_COEFFICIENTS, group["ns_steps"], group["eps"], dtype)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(ortho.view(p.shape).to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(matrix.shape)))
+        return None
+
+
+class MuonAndAdamW:
+    """:class:`Muon` for the channel-mixing weights and an AdamW for the rest, stepped together as one optimizer
+    (what the engine and fp16's GradScaler use of one: ``param_groups``, ``step``, ``zero_grad``, ``state_dict``,
+    ``load_state_dict``). ``param_groups`` lists AdamW's groups, then Muon's; Muon's has ``lr_scale`` =
+    ``muon_lr_scale``, which the engine applies when it sets the lr each step.
     """
 
     def __init__(self, matrices: list[nn.Parameter], adamw: torch.optim.AdamW, cfg: OptimConfig) -> None:
         self.matrices = list(matrices)
-        self.views = [p.detach().view(p.shape[0], -1) for p in self.matrices]
         self.adamw = adamw
-        self.muon = torch.optim.Muon(self.views, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     momentum=cfg.muon_momentum, nesterov=True, adjust_lr_fn="match_rms_adamw")
-        self.muon.param_groups[0]["lr_scale"] = cfg.muon_lr_scale  # the engine sets lr x a group's lr_scale
+        self.muon = Muon(self.matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.muon_momentum)
+        self.muon.param_groups[0]["lr_scale"] = cfg.muon_lr_scale
 
     @property
     def param_groups(self) -> list[dict]:
         return self.adamw.param_groups + self.muon.param_groups
 
-    @torch.no_grad()
     def step(self, closure=None):
         if closure is not None:
             raise ValueError("MuonAndAdamW.step takes no closure")
-        for p, view in zip(self.matrices, self.views):
-            view.grad = None if p.grad is None else p.grad.reshape(view.shape)
         self.adamw.step()
         self.muon.step()
-        for view in self.views:
-            view.grad = None
         return None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.adamw.zero_grad(set_to_none)
-        for p in self.matrices:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+        self.muon.zero_grad(set_to_none)
 
     def state_dict(self) -> dict:
         return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}

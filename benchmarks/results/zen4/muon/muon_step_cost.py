@@ -1,5 +1,7 @@
 """One optimizer step of the default model (ConvMixer-128/8 k5 p2, channels-last): AdamW alone against Muon for the
 eight 128x128 channel-mixing matrices + AdamW for the rest (`optim.muon=true`), medians of 30 steps taken in turn.
+Output: muon_step_cost.txt (2026-12-06, ninth session: torch.optim.Muon, Newton-Schulz in bf16 everywhere) and
+muon_step_cost-fp32.txt (tenth session: the project's Muon, Newton-Schulz in fp32 on the CPU).
 
     python benchmarks/results/zen4/muon/muon_step_cost.py                      # native (bf16 CPU: Zen 4)
     CONVMIXER_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
