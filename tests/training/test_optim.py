@@ -166,6 +166,18 @@ def test_muon_in_bfloat16_is_torchs_muon():
     assert torch.equal(w.detach(), twin.detach())
 
 
+def test_muon_steps_tall_conv_weights_as_their_matrices():
+    """A (8, 2, 1, 1) weight is an 8x2 (tall) matrix: the update comes back in the weight's shape, orthogonal
+    columns scaled by lr 0.2 sqrt(8)."""
+    w = torch.nn.Parameter(torch.zeros(8, 2, 1, 1))
+    opt = Muon([w], lr=1.0, weight_decay=0.0, momentum=0.0, nesterov=False)
+    w.grad = torch.randn(8, 2, 1, 1, generator=torch.Generator().manual_seed(5))
+    opt.step()
+    m = w.detach().reshape(8, 2) / -(0.2 * 8 ** 0.5)
+    gram = m.mT @ m
+    assert torch.all((gram.diagonal() > 0.4) & (gram.diagonal() < 1.6)) and gram[0, 1].abs() < 0.05
+
+
 def test_muon_refuses_vectors():
     with pytest.raises(ValueError, match="weight matrices"):
         Muon([torch.nn.Parameter(torch.zeros(4))], lr=0.01, weight_decay=0.0)

@@ -112,7 +112,7 @@ class Muon(torch.optim.Optimizer):
                 dtype = self.ns_dtype or (torch.float32 if p.device.type == "cpu" else torch.bfloat16)
                 ortho = newton_schulz(matrix, NS_COEFFICIENTS, group["ns_steps"], group["eps"], dtype)
                 p.mul_(1 - lr * group["weight_decay"])
-                p.add_(ortho.view(p.shape).to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(matrix.shape)))
+                p.add_(ortho.reshape(p.shape).to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(matrix.shape)))
         return None
 
 
