@@ -54,6 +54,23 @@ def test_an_extra_ema_of_the_recipes_decay_is_the_recipes_ema(tmp_path):
     assert [p["metrics"]["ema@0.9_flip"] for p in points] == [p["metrics"]["ema_flip"] for p in points]
 
 
+def test_the_recipes_ema_is_recalibrated_before_each_point_when_it_asks(tmp_path, monkeypatch):
+    calls = []
+    original = Trainer.recalibrate_ema
+
+    def spy(self):
+        calls.append(self.progress.images)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "recalibrate_ema", spy)
+    run_recipe("fmnist", [*TINY, "run.ema_decay=0.9", "run.ema_bn_images=64"], eval_every=200, out_dir=tmp_path,
+               log=lambda m: None)
+    assert calls == [224, 416, 512, 512]  # each point's, then the engine's own evaluation after the last epoch
+    calls.clear()
+    run_recipe("fmnist", [*TINY, "run.ema_decay=0.9"], eval_every=200, out_dir=tmp_path / "plain", log=lambda m: None)
+    assert calls == []
+
+
 def test_an_ema_decay_outside_0_1_is_refused(tmp_path, capsys):
     for entry, argv in ((main, ["--ema-decays", "1.0", "--json", str(tmp_path / "r.json")]),
                         (load_bench().main, ["--recipe", "a: fmnist", "--ema-decays", "0", "--out",

@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import signal
@@ -242,7 +243,9 @@ def test_the_eta_weighs_the_cheaper_small_steps(tiny_cfg):
 
 @pytest.mark.parametrize("extra", [("schedule.resize_from=8", "schedule.resize_until=0.75"),
                                    ("optim.lookahead_k=3", "optim.lookahead_alpha=0.5"),
-                                   ("optim.muon=true",)], ids=["resize", "lookahead", "muon"])
+                                   ("optim.muon=true",),
+                                   ("run.ema_decay=0.9", "run.ema_bn_images=64")],
+                         ids=["resize", "lookahead", "muon", "ema-bn"])
 def test_interrupted_run_with_a_step_dependent_option_resumes_exactly(tiny_cfg, monkeypatch, extra):
     full = Trainer(tiny_cfg(*extra, name="full")).fit()
     with monkeypatch.context() as m:
@@ -251,6 +254,33 @@ def test_interrupted_run_with_a_step_dependent_option_resumes_exactly(tiny_cfg, 
     resumed = Trainer.resume(cut.run_dir).fit()
     a, b = final_weights(full.run_dir), final_weights(resumed.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    ema_a, ema_b = (load_state(r / "last.pt")["model_ema"] for r in (full.run_dir, resumed.run_dir))
+    assert (ema_a is None) == (ema_b is None)
+    assert ema_a is None or all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_ema_bn_images_gives_the_ema_its_own_batchnorm_statistics(tiny_cfg):
+    """With run.ema_bn_images the EMA is evaluated (and saved) with the BatchNorm statistics of its own
+    activations on the first training batches of the epoch, not the average of the model's statistics."""
+    trainer = Trainer(tiny_cfg("run.ema_decay=0.9", "run.ema_bn_images=40", "schedule.epochs=1", name="recal"))
+    result = trainer.fit()
+    saved = load_state(result.run_dir / "last.pt")["model_ema"]
+    plain = Trainer(tiny_cfg("run.ema_decay=0.9", "schedule.epochs=1", name="averaged")).fit()
+    averaged = load_state(plain.run_dir / "last.pt")["model_ema"]
+    # the same training (weights of model and EMA equal), other statistics
+    assert torch.equal(saved["stem.0.weight"], averaged["stem.0.weight"])
+    assert not torch.equal(saved["stem.2.running_mean"], averaged["stem.2.running_mean"])
+    # 40 images at batch 32: two batches, the first two of epoch 0's order (the epoch just trained)
+    loader = trainer.data.train_loader
+    images = torch.cat([x for x, _ in itertools.islice(loader.iterate(0), 2)])
+    stem = trainer.ema.module.stem
+    with torch.no_grad():
+        z = stem[1](stem[0](trainer.data.normalize(images[:32])))
+        w = stem[1](stem[0](trainer.data.normalize(images[32:])))
+    expected = (z.mean((0, 2, 3)) + w.mean((0, 2, 3))) / 2
+    torch.testing.assert_close(saved["stem.2.running_mean"], expected, rtol=1e-5, atol=1e-6)
+    assert int(saved["stem.2.num_batches_tracked"]) == 2
+    assert trainer.ema.module.stem[2].momentum == 0.1  # torch's update_bn restores the momentum
 
 
 def test_lookahead_changes_the_training_and_keeps_its_slow_weights_in_the_checkpoint(tiny_cfg):

@@ -70,6 +70,8 @@ def run_recipe(config: str, overrides: list[str], *, eval_every: int, out_dir: P
             return trainer.plan.prepare_input(data.normalize(images))
 
         models = {"model": trainer.model}
+        if trainer.ema is not None and trainer.cfg.run.ema_bn_images:
+            trainer.recalibrate_ema()  # as the trainer does before it evaluates the EMA
         if trainer.ema is not None:
             models["ema"] = trainer.ema.module
         metrics, task = {}, trainer.task

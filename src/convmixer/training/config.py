@@ -95,6 +95,7 @@ class RunConfig:
     compile: bool | None = None  # torch.compile the model (None: where it measurably helps)
     plain: bool = False  # force the straightforward path: eager, NCHW, fp32, built-in kernels
     ema_decay: float = 0.0  # EMA of weights with this decay per optimizer step (0: off), evaluated beside the model
+    ema_bn_images: int = 0  # before each evaluation, recompute the EMA's BatchNorm statistics over this many training images (0: keep the averaged ones)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA; CPU runs are deterministic anyway)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_minutes: float = 10.0  # also write last.pt every this many minutes mid-epoch (0: only at epoch ends)
@@ -162,6 +163,9 @@ class TrainConfig:
             raise ConfigError(f"schedule.resize_until must lie in (0, 1], got {s.resize_until}")
         if not 0 <= r.ema_decay < 1:
             raise ConfigError(f"run.ema_decay must lie in [0, 1), got {r.ema_decay}")
+        _non_negative("run.ema_bn_images", r.ema_bn_images)
+        if r.ema_bn_images and not r.ema_decay:
+            raise ConfigError("run.ema_bn_images recalibrates the EMA's BatchNorm statistics: it needs run.ema_decay > 0")
         _positive("run.eval_every", r.eval_every)
         _non_negative("run.checkpoint_minutes", r.checkpoint_minutes)
         if r.max_steps is not None:

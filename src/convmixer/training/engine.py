@@ -53,7 +53,7 @@ from .distributed import (
     init_distributed,
     resolve_device,
 )
-from .ema import EMA
+from .ema import EMA, recalibrate_batchnorm
 from .optim import Lookahead, build_optimizer
 from .rundir import RunDirectory, RunLog, check_resumable, default_run_name, plot_curves, write_json
 from .schedule import image_size_at, lr_at, relative_costs
@@ -517,9 +517,23 @@ class Trainer:
         metrics = self.task.evaluate(self.model, self.data, prepare, autocast=self.plan.autocast(),
                                      progress=self.main and self.cfg.run.progress).as_dict("eval")
         if self.ema is not None:
+            if self.cfg.run.ema_bn_images:
+                self.recalibrate_ema()
             metrics.update(self.task.evaluate(self.ema.module, self.data, prepare,
                                               autocast=self.plan.autocast()).as_dict("eval_ema"))
         return metrics
+
+    def recalibrate_ema(self) -> None:
+        """The EMA's BatchNorm statistics recomputed from ``run.ema_bn_images`` training images (ema.recalibrate_
+        batchnorm), without augmentation: the first batches of this epoch's order, so the same in a resumed run. Under
+        DDP each rank takes its share of them and the statistics are then averaged over the ranks."""
+        loader = self.data.train_loader
+        per_rank = -(-self.cfg.run.ema_bn_images // (loader.batch_size * self.dist.world_size))  # batches, rounded up
+        batches = itertools.islice(loader.iterate(self.progress.epoch), per_rank)
+        inputs = (self.plan.prepare_input(self.data.normalize(images)) for images, _ in batches)
+        with self.plan.autocast():
+            recalibrate_batchnorm(self.ema.module, inputs)
+        average_running_stats(self.ema.module)
 
     def _state(self) -> dict[str, Any]:
         return {
