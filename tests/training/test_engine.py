@@ -283,6 +283,22 @@ def test_ema_bn_images_gives_the_ema_its_own_batchnorm_statistics(tiny_cfg):
     assert trainer.ema.module.stem[2].momentum == 0.1  # torch's update_bn restores the momentum
 
 
+def test_ema_bn_images_on_a_folder_with_workers_leaves_the_training_alone(tiny_cfg, tmp_path):
+    """On decoded image folders the recalibration reads the loader's workers part-way through an epoch's order;
+    the next epoch must still get its own batches: the model ends the same with and without it."""
+    from ..data.helpers import make_image_folder
+
+    root = make_image_folder(tmp_path / "imgs", classes=("cat", "dog"), per_class=12, size=20)
+    folder = ("data.dataset=folder", f"data.root={root}", "data.workers=2", "data.batch_size=4",
+              "data.image_size=16", "run.ema_decay=0.9", "schedule.epochs=2")
+    recal = Trainer(tiny_cfg(*folder, "run.ema_bn_images=8", name="recal")).fit()
+    plain = Trainer(tiny_cfg(*folder, name="plain")).fit()
+    a, b = final_weights(recal.run_dir), final_weights(plain.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ema_a, ema_b = (load_state(r.run_dir / "last.pt")["model_ema"] for r in (recal, plain))
+    assert not torch.equal(ema_a["stem.2.running_var"], ema_b["stem.2.running_var"])
+
+
 def test_lookahead_changes_the_training_and_keeps_its_slow_weights_in_the_checkpoint(tiny_cfg):
     plain = Trainer(tiny_cfg("schedule.epochs=1", name="plain")).fit()
     trainer = Trainer(tiny_cfg("schedule.epochs=1", "optim.lookahead_k=4", name="la"))
