@@ -9,11 +9,9 @@ once: the same arithmetic, so the same numbers to the bit (tests/training/test_e
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
 class EMA(AveragedModel):
@@ -57,15 +55,3 @@ class EMA(AveragedModel):
                 for a, m in zip(ours, its):
                     a.copy_(a * self.decay + m * (1 - self.decay))
         self.n_averaged += 1
-
-
-def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[Tensor]) -> None:
-    """Replace ``model``'s BatchNorm running statistics by those of its own activations on ``inputs`` (prepared
-    model inputs, e.g. (B, C, H, W) normalized training images): each layer's statistics become the plain average
-    over the batches (torch's ``update_bn``), and the modules keep their momentum and training mode.
-
-    Why: an EMA averages BatchNorm's running statistics like the weights, but the averaged statistics are those of
-    earlier *models'* activations, not of the averaged weights' own. While the weights move fast (the first epochs,
-    a high learning rate) the two differ, and the EMA is evaluated with statistics that do not fit it. Measured on
-    the default Fashion-MNIST recipe: see docs/RESULTS.md, "BatchNorm recalibration of the EMA"."""
-    update_bn(inputs, model)
