@@ -87,6 +87,20 @@ def test_muon_takes_the_channel_mixing_weights_and_adamw_the_rest():
     assert len(opt.param_groups) == 3 and opt.param_groups[-1]["params"][0] is model.blocks[0][1].weight
 
 
+def test_muon_all_convs_takes_the_stem_and_depthwise_filters_too():
+    model = ConvMixer(16, 2, kernel_size=3, patch_size=2, in_chans=1, num_classes=4)
+    opt = build_optimizer(model, OptimConfig(lr=0.003, eps=1e-8, weight_decay=0.05, muon=True, muon_all_convs=True))
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in opt.matrices) == ["blocks.0.0.fn.0.weight", "blocks.0.1.weight",
+                                                         "blocks.1.0.fn.0.weight", "blocks.1.1.weight",
+                                                         "stem.0.weight"]
+    assert not {id(p) for g in opt.adamw.param_groups for p in g["params"]} & {id(p) for p in opt.matrices}
+    before = model.blocks[0][0].fn[0].weight.detach().clone()  # (16, 1, 3, 3): stepped as a (16, 9) matrix
+    model(torch.randn(4, 1, 8, 8)).logsumexp(1).mean().backward()
+    opt.step()
+    assert not torch.equal(before, model.blocks[0][0].fn[0].weight)
+
+
 def test_muon_updates_the_conv_weights_as_it_updates_a_matrix():
     """Muon steps the (h, h, 1, 1) weights themselves as (h, h) matrices: the same arithmetic as Muon on a separate
     (h, h) matrix with the same gradients, also for channels-last weights."""

@@ -30,7 +30,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW | M
     # lr is overwritten every step by the schedule. foreach: torch's multi-tensor path, which torch picks by itself
     # only on GPUs; on the CPU it is the same arithmetic to the bit (tests/training/test_optim.py) and 1.25-1.3x
     # faster for the default model's 70 tensors, about 0.6 ms a step (benchmarks/results/zen4/step-profile/)
-    matrices = channel_mixing_weights(model) if cfg.muon else []
+    matrices = (conv_weights(model) if cfg.muon_all_convs else channel_mixing_weights(model)) if cfg.muon else []
     if cfg.muon and not matrices:
         raise ConfigError("optim.muon: this model has no square 1x1 convolutions (a ConvMixer's channel mixing) "
                           "for Muon to train; use --set optim.muon=false")
@@ -45,6 +45,14 @@ def channel_mixing_weights(model: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in model.modules()
             if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
             and m.in_channels == m.out_channels and m.weight.requires_grad]
+
+
+def conv_weights(model: nn.Module) -> list[nn.Parameter]:
+    """Every trainable convolution weight: a ConvMixer's channel-mixing matrices, and its stem and depthwise filters,
+    which Muon steps as (out_channels, in_channels/groups x k x k) matrices: (128, 4) for the default's 2x2 patch
+    embedding, (128, 25) for a 5x5 depthwise layer. Muon is made for hidden matrices; whether it pays for filters
+    is an experiment (docs/RESULTS.md)."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
 
 
 def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float,
