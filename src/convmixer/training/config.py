@@ -71,7 +71,7 @@ class OptimConfig:
     # AdamW's step, on CPUs without avx512_bf16) and in bf16 on a GPU
     muon_momentum: float = 0.95  # Muon's momentum (its paper's)
     muon_lr_scale: float = 1.0  # Muon's lr relative to the schedule's (after the scaling to AdamW's update size)
-    muon_all_convs: bool = False  # Muon for every conv weight (stem and depthwise filters as (channels, taps) matrices too), not only the square 1x1s
+    muon_all_convs: bool = False  # Muon for every conv weight (stem, depthwise filters), not only the square 1x1s
 
 
 @dataclass
@@ -96,7 +96,7 @@ class RunConfig:
     compile: bool | None = None  # torch.compile the model (None: where it measurably helps)
     plain: bool = False  # force the straightforward path: eager, NCHW, fp32, built-in kernels
     ema_decay: float = 0.0  # EMA of weights with this decay per optimizer step (0: off), evaluated beside the model
-    ema_bn_images: int = 0  # before each evaluation, recompute the EMA's BatchNorm statistics over this many training images (0: keep the averaged ones)
+    ema_bn_images: int = 0  # recompute the EMA's BatchNorm statistics on this many training images before evaluating
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA; CPU runs are deterministic anyway)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     checkpoint_minutes: float = 10.0  # also write last.pt every this many minutes mid-epoch (0: only at epoch ends)
