@@ -60,6 +60,9 @@ def test_settings_added_later_keep_the_fingerprints_of_finished_sweeps_while_at_
     assert config_fingerprint(load_config("fmnist_seg", ["schedule.resize_from=32"])) != "31e94f8664e5f688"
     assert config_fingerprint(load_config("fmnist_seg", ["optim.muon=true"])) != "31e94f8664e5f688"
     assert config_fingerprint(load_config("fmnist_v1", ["model.stem_kernel=4"])) != "d5cd550d9e75fd4c"
+    assert config_fingerprint(load_config("fmnist_v1", ["run.ema_bn_images=2000"])) != "d5cd550d9e75fd4c"
+    assert config_fingerprint(load_config("fmnist_seg", ["optim.muon=true", "optim.muon_all_convs=true"])) \
+        != config_fingerprint(load_config("fmnist_seg", ["optim.muon=true"]))
 
 
 def test_a_bad_point_fails_at_expansion_with_one_line_naming_it(write_spec):

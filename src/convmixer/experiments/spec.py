@@ -44,7 +44,8 @@ VOLATILE_KEYS = ("run.out_dir", "run.name", "run.progress", "run.tensorboard", "
 # Settings added after sweeps were first recorded: left out of the fingerprint while at their default, so that
 # the points a sweep finished before they existed still count as done.
 LATER_DEFAULTS = {"schedule.resize_from": 0, "schedule.resize_until": 0.5, "optim.lookahead_k": 0, "optim.lookahead_alpha": 0.5,
-                  "model.stem_kernel": None, "optim.muon": False, "optim.muon_momentum": 0.95, "optim.muon_lr_scale": 1.0}
+                  "model.stem_kernel": None, "optim.muon": False, "optim.muon_momentum": 0.95, "optim.muon_lr_scale": 1.0,
+                  "optim.muon_all_convs": False, "run.ema_bn_images": 0}
 TOP_LEVEL = ("name", "description", "base", "set", "grid", "arms", "seeds", "quick")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
