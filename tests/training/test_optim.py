@@ -231,8 +231,17 @@ def test_muon_on_a_model_without_channel_mixing_matrices_is_refused():
     from convmixer.errors import ConfigError
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
-    with pytest.raises(ConfigError, match="no square 1x1 convolutions"):
-        build_optimizer(model, OptimConfig(muon=True))
+    for all_convs in (False, True):  # its convolutions are no reason for Muon either
+        with pytest.raises(ConfigError, match="no square 1x1 convolutions"):
+            build_optimizer(model, OptimConfig(muon=True, muon_all_convs=all_convs))
+
+
+def test_muon_all_convs_without_muon_is_adamw_alone():
+    """The default recipe sets both; `--set optim.muon=false` alone must turn Muon off."""
+    model = ConvMixer(8, 1, kernel_size=3, patch_size=2, in_chans=1, num_classes=4)
+    opt = build_optimizer(model, OptimConfig(muon=False, muon_all_convs=True))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
 
 def test_muon_state_loads_only_into_muon():

@@ -71,7 +71,8 @@ class OptimConfig:
     # AdamW's step, on CPUs without avx512_bf16) and in bf16 on a GPU
     muon_momentum: float = 0.95  # Muon's momentum (its paper's)
     muon_lr_scale: float = 1.0  # Muon's lr relative to the schedule's (after the scaling to AdamW's update size)
-    muon_all_convs: bool = False  # Muon for every conv weight (stem, depthwise filters), not only the square 1x1s
+    muon_all_convs: bool = False  # with optim.muon: Muon for every conv weight (stem, depthwise filters), not only
+    # the square 1x1s; without it nothing (so that `--set optim.muon=false` alone turns Muon off)
 
 
 @dataclass
@@ -150,8 +151,6 @@ class TrainConfig:
         _positive("optim.accum_steps", o.accum_steps)
         _non_negative("optim.lookahead_k", o.lookahead_k)
         _positive("optim.muon_lr_scale", o.muon_lr_scale)
-        if o.muon_all_convs and not o.muon:
-            raise ConfigError("optim.muon_all_convs widens what Muon trains: it needs optim.muon=true")
         if not 0 <= o.muon_momentum < 1:
             raise ConfigError(f"optim.muon_momentum must lie in [0, 1), got {o.muon_momentum}")
         if not 0 < o.lookahead_alpha <= 1:

@@ -30,10 +30,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW | M
     # lr is overwritten every step by the schedule. foreach: torch's multi-tensor path, which torch picks by itself
     # only on GPUs; on the CPU it is the same arithmetic to the bit (tests/training/test_optim.py) and 1.25-1.3x
     # faster for the default model's 70 tensors, about 0.6 ms a step (benchmarks/results/zen4/step-profile/)
-    matrices = (conv_weights(model) if cfg.muon_all_convs else channel_mixing_weights(model)) if cfg.muon else []
-    if cfg.muon and not matrices:
+    mixing = channel_mixing_weights(model) if cfg.muon else []
+    if cfg.muon and not mixing:  # Muon is for a ConvMixer's hidden matrices, also with optim.muon_all_convs
         raise ConfigError("optim.muon: this model has no square 1x1 convolutions (a ConvMixer's channel mixing) "
                           "for Muon to train; use --set optim.muon=false")
+    matrices = conv_weights(model) if mixing and cfg.muon_all_convs else mixing
     adamw = torch.optim.AdamW(param_groups(model, cfg.weight_decay, tuple(matrices)), lr=cfg.lr, betas=cfg.betas,
                               eps=cfg.eps, foreach=True)
     return MuonAndAdamW(matrices, adamw, cfg) if matrices else adamw
