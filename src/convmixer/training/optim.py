@@ -51,8 +51,8 @@ def channel_mixing_weights(model: nn.Module) -> list[nn.Parameter]:
 def conv_weights(model: nn.Module) -> list[nn.Parameter]:
     """Every trainable convolution weight: a ConvMixer's channel-mixing matrices, and its stem and depthwise filters,
     which Muon steps as (out_channels, in_channels/groups x k x k) matrices: (128, 4) for the default's 2x2 patch
-    embedding, (128, 25) for a 5x5 depthwise layer. Muon is made for hidden matrices; whether it pays for filters
-    is an experiment (docs/RESULTS.md)."""
+    embedding, (128, 25) for a 5x5 depthwise layer. Muon is made for hidden matrices; for the default recipe the
+    filters under Muon too measured better (docs/RESULTS.md, twelfth session), so `configs/fmnist.yaml` asks for it."""
     return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
 
 
