@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: ConvMixer on Fashion-MNIST)",
                        description="Train with the paper's recipe. Settings: a YAML recipe (--config), the flags below, "
                                    "then --set key=value for any field (see `convmixer train --print-config`).")
-    p.add_argument("--config", help="YAML recipe: a path or a shipped name (fmnist, fmnist_long, cifar10, "
-                                    "imagenet_1536_20, imagenet_768_32); default: fmnist")
+    p.add_argument("--config", help="YAML recipe: a path or a shipped name (fmnist, fmnist_p1, fmnist_long, "
+                                    "cifar10, imagenet_1536_20, imagenet_768_32); default: fmnist")
     for flag, key, typ, text in FLAGS:
         p.add_argument(flag, dest=key.replace(".", "__"), type=typ, help=text)
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
