@@ -72,7 +72,7 @@ def test_long_recipes_keep_under_the_parameter_budget(recipe):
 
 
 def test_long_recipe_is_the_measured_one():
-    """configs/fmnist_long.yaml builds on two other recipes; docs/RESULTS.md's run used exactly these values."""
+    """configs/fmnist_long.yaml builds on fmnist_p1; docs/RESULTS.md's run used exactly these values."""
     cfg = load_config("fmnist_long")
     assert (cfg.model.patch_size, cfg.data.batch_size, cfg.optim.lr, cfg.optim.muon, cfg.optim.muon_all_convs) == \
         (1, 32, 0.003, True, True)
