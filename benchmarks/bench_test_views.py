@@ -1,5 +1,5 @@
 """Test-time augmentation beyond the flip: a classification checkpoint's test top-1 (model and EMA) when the logits
-of several views of each test image are averaged (mirror, and shifts by a pixel with a zero border).
+of several views of each test image are averaged (mirror, and shifts by one or two pixels with a zero border).
 
     python benchmarks/bench_test_views.py runs/<run>/last.pt
     python benchmarks/bench_test_views.py runs/<run>/last.pt --dataset fashion_mnist --threads 2
@@ -24,13 +24,18 @@ from convmixer.inference import load_for_inference
 
 BATCH = 500
 CROSS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx) shifts in px
+FLIP = [(0, 0, False), (0, 0, True)]
 VIEW_SETS = {  # name: [(dy, dx, mirrored)]
     "none": [(0, 0, False)],
-    "flip": [(0, 0, False), (0, 0, True)],
+    "flip": FLIP,
     "flip+diag1": [(dy, dy, m) for dy in (0, 1, -1) for m in (False, True)],
     "flip+x1": [(0, dx, m) for dx in (0, 1, -1) for m in (False, True)],
     "flip+y1": [(dy, 0, m) for dy in (0, 1, -1) for m in (False, True)],
-    "flip+cross1": [(0, 0, False), (0, 0, True), *((dy, dx, m) for dy, dx in CROSS for m in (False, True))],
+    "flip+cross1": [*FLIP, *((dy, dx, m) for dy, dx in CROSS for m in (False, True))],
+    # for models trained with a 2 px pad-crop (configs/fmnist_long.yaml):
+    "flip+cross2": [*FLIP, *((2 * dy, 2 * dx, m) for dy, dx in CROSS for m in (False, True))],
+    "flip+cross1+cross2": [*FLIP, *((k * dy, k * dx, m) for k in (1, 2) for dy, dx in CROSS for m in (False, True))],
+    "flip+grid1": [(dy, dx, m) for dy in (-1, 0, 1) for dx in (-1, 0, 1) for m in (False, True)],
 }
 
 
