@@ -23,18 +23,24 @@ from convmixer.fast import FastOptions, apply_plan, plan_execution
 from convmixer.inference import load_for_inference
 
 BATCH = 500
-CROSS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx) shifts in px
 FLIP = [(0, 0, False), (0, 0, True)]
+
+
+def cross(*steps: int) -> list[tuple[int, int, bool]]:
+    """Each image and its mirror moved ``step`` px down, up, right and left, for each step."""
+    return [(k * dy, k * dx, m) for k in steps for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)) for m in (False, True)]
+
+
 VIEW_SETS = {  # name: [(dy, dx, mirrored)]
     "none": [(0, 0, False)],
     "flip": FLIP,
     "flip+diag1": [(dy, dy, m) for dy in (0, 1, -1) for m in (False, True)],
     "flip+x1": [(0, dx, m) for dx in (0, 1, -1) for m in (False, True)],
     "flip+y1": [(dy, 0, m) for dy in (0, 1, -1) for m in (False, True)],
-    "flip+cross1": [*FLIP, *((dy, dx, m) for dy, dx in CROSS for m in (False, True))],
+    "flip+cross1": [*FLIP, *cross(1)],
     # for models trained with a 2 px pad-crop (configs/fmnist_long.yaml):
-    "flip+cross2": [*FLIP, *((2 * dy, 2 * dx, m) for dy, dx in CROSS for m in (False, True))],
-    "flip+cross1+cross2": [*FLIP, *((k * dy, k * dx, m) for k in (1, 2) for dy, dx in CROSS for m in (False, True))],
+    "flip+cross2": [*FLIP, *cross(2)],
+    "flip+cross1+cross2": [*FLIP, *cross(1, 2)],
     "flip+grid1": [(dy, dx, m) for dy in (-1, 0, 1) for dx in (-1, 0, 1) for m in (False, True)],
 }
 
