@@ -7,6 +7,8 @@ are data roots that exist only on a user's machine (``/data/imagenet``)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -58,6 +60,21 @@ def documented(pattern: str) -> list[tuple[str, list[str]]]:
     return found
 
 
+@functools.cache
+def parser():
+    """The CLI's parser, built once (parsing does not change it)."""
+    return build_parser()
+
+
+@functools.cache
+def parse_recipe():
+    """benchmarks/bench_tta.py's own parser of ``--recipe`` (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("bench_tta", ROOT / "benchmarks" / "bench_tta.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.parse_recipe
+
+
 CLI_COMMANDS = documented(r"(?:^|[\s/])convmixer\s+([a-z].*)")
 TTA_RECIPES = sorted({(name, r) for name, argv in documented(r"bench_tta\.py\s+(.*)")
                       for flag, r in zip(argv, argv[1:]) if flag == "--recipe"})
@@ -72,9 +89,8 @@ def test_the_docs_show_commands():
 
 @pytest.mark.parametrize("doc,argv", CLI_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_documented_command_parses(doc, argv):
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:
         pytest.fail(f"{doc}: `convmixer {' '.join(argv)}` does not parse (exit {e.code})")
     if argv[0] == "train" and not args.resume:
@@ -88,7 +104,8 @@ def test_documented_command_parses(doc, argv):
 
 @pytest.mark.parametrize("doc,recipe", TTA_RECIPES, ids=lambda v: v)
 def test_documented_tta_recipe_resolves(doc, recipe):
-    label, _, rest = recipe.partition(":")
-    words = rest.split()
-    assert label.strip() and words, f"{doc}: --recipe {recipe!r} is not 'LABEL: CONFIG [KEY=VALUE ...]'"
-    load_config(words[0], words[1:]).validate()
+    try:
+        r = parse_recipe()(recipe)
+    except SystemExit as e:
+        pytest.fail(f"{doc}: {e}")
+    load_config(r["config"], r["overrides"]).validate()
