@@ -104,6 +104,10 @@ def test_ema_weights_are_chosen_on_request(tmp_path):
     torch.save({"state_dict": a.state_dict()}, path)
     with pytest.raises(CheckpointError, match="no EMA"):
         load_checkpoint(m, path, use_ema=True)
+    # a weights file keeps one set of weights: asking it for the EMA is refused, not answered with the weights
+    weights = save_checkpoint(a, tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="w.safetensors holds no EMA"):
+        load_checkpoint(m, weights, use_ema=True)
 
 
 def test_mismatch_names_keys_and_shapes(tmp_path):

@@ -275,6 +275,9 @@ def read_checkpoint(path: str | os.PathLike, use_ema: bool = False) -> Checkpoin
     if path.suffix in EXPORT_SUFFIXES:
         raise _export_error(path, EXPORT_SUFFIXES[path.suffix])
     if path.suffix == ".safetensors":
+        if use_ema:  # refused, not ignored: the caller asked for weights the file does not have
+            raise CheckpointError(f"{path.name} holds no EMA weights: a .safetensors file keeps one set of weights "
+                                  "(a training checkpoint, .pt, keeps the EMA beside them)")
         tensors, meta = _read_safetensors(path)
         config = json.loads(meta["model_config"]) if "model_config" in meta else None
         extra = json.loads(meta.get("extra", "{}"))
