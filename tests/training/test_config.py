@@ -50,8 +50,8 @@ def test_set_is_type_checked():
             set_value(cfg, *parse_assignment(bad))
 
 
-@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_b32", "fmnist_p1", "fmnist_long", "fmnist_long_v1", "cifar10",
-                                    "imagenet_1536_20", "imagenet_768_32"])
+@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_b32", "fmnist_p1", "fmnist_p1_resize", "fmnist_long",
+                                    "fmnist_long_v1", "cifar10", "imagenet_1536_20", "imagenet_768_32"])
 def test_shipped_recipes_load_and_validate(recipe, tmp_path):
     cfg = load_config(recipe)
     if cfg.data.dataset in ("folder", "cifar10"):
@@ -81,6 +81,22 @@ def test_long_recipe_is_the_measured_one():
     assert (cfg.aug.crop, cfg.aug.crop_padding, cfg.aug.erase_prob, cfg.aug.test_flip, cfg.run.ema_decay) == \
         ("pad", 2, 0.25, True, 0.99)
     assert load_config("fmnist_long_v1").schedule.epochs == 40
+
+
+def test_resizing_recipe_is_the_measured_one():
+    """configs/fmnist_p1_resize.yaml is what docs/RESULTS.md's runs trained: fmnist_p1 at depth 6, the images growing
+    from 14 px to the full 28 by half of training, each step's side a whole number of 1 px patches."""
+    from convmixer.training.schedule import image_size_at
+
+    cfg = load_config("fmnist_p1_resize")
+    assert (cfg.model.patch_size, cfg.model.depth, cfg.data.batch_size, cfg.optim.lr, cfg.optim.muon) == \
+        (1, 6, 32, 0.003, True)
+    assert (cfg.schedule.epochs, cfg.schedule.anneal_at, cfg.schedule.final_div, cfg.schedule.resize_from,
+            cfg.schedule.resize_until) == (3, 0.667, 10, 14, 0.5)
+    total = cfg.schedule.epochs * 60_000 // cfg.data.batch_size
+    sides = [image_size_at(s, total, 28, cfg.schedule) for s in range(total)]
+    assert sides[0] == 14 and sides[total // 2 - 1] == 27 and set(sides[total // 2 + 1:]) == {28}  # 28 from 90,016
+    assert sorted(set(sides)) == list(range(14, 29)) and sides == sorted(sides)
 
 
 def test_recipe_values_are_the_papers():
