@@ -33,6 +33,9 @@ def test_variant_hyperparameters():
     assert (m.dim, m.depth, m.kernel_size, m.patch_size, m.act) == (512, 16, 8, 7, "gelu")
     m = create_model("convmixer_768_32")
     assert (m.dim, m.depth, m.kernel_size, m.patch_size, m.act) == (768, 32, 7, 7, "relu")
+    m = create_model("convmixer_128_6_ks5_p1")  # the main job's model (configs/fmnist.yaml): Fashion-MNIST's 1 channel
+    assert (m.dim, m.depth, m.kernel_size, m.patch_size, m.in_chans, m.num_classes) == (128, 6, 5, 1, 1, 10)
+    assert sum(p.numel() for p in m.parameters()) == 123_914
 
 
 def test_unknown_name_lists_close_matches():

@@ -8,6 +8,7 @@ TINY = [
     "data.synthetic_chans=1", "data.synthetic_classes=4", "data.batch_size=32", "data.eval_batch_size=64",
     "schedule.epochs=2", "optim.lr=0.005", "run.progress=false", "run.tensorboard=false", "run.plain=true",
     "run.ema_decay=0", "aug.test_flip=false",  # the default recipe's EMA and flip TTA: on where a test asks for them
+    "schedule.resize_from=0",  # ... and its progressive resizing (test_engine.py turns it on where it tests it)
 ]
 
 

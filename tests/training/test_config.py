@@ -50,7 +50,7 @@ def test_set_is_type_checked():
             set_value(cfg, *parse_assignment(bad))
 
 
-@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_b32", "fmnist_p1", "fmnist_p1_resize", "fmnist_long",
+@pytest.mark.parametrize("recipe", ["fmnist", "fmnist_v2", "fmnist_b32", "fmnist_p1", "fmnist_p1_resize", "fmnist_long",
                                     "fmnist_long_v1", "cifar10", "imagenet_1536_20", "imagenet_768_32"])
 def test_shipped_recipes_load_and_validate(recipe, tmp_path):
     cfg = load_config(recipe)
@@ -83,20 +83,27 @@ def test_long_recipe_is_the_measured_one():
     assert load_config("fmnist_long_v1").schedule.epochs == 40
 
 
-def test_resizing_recipe_is_the_measured_one():
-    """configs/fmnist_p1_resize.yaml is what docs/RESULTS.md's runs trained: fmnist_p1 at depth 6, the images growing
-    from 14 px to the full 28 by half of training, each step's side a whole number of 1 px patches."""
+def test_default_recipe_is_the_measured_one():
+    """configs/fmnist.yaml (the main job) is what docs/RESULTS.md's `fmnist_p1_resize` runs trained: ConvMixer-128/6
+    with patch 1, the images growing from 14 px to the full 28 by half of training, each step's side a whole number of
+    1 px patches; `fmnist_p1_resize` still names it, and `fmnist_v2` is the patch-2 default before it."""
+    from convmixer.models import model_kwargs
     from convmixer.training.schedule import image_size_at
 
-    cfg = load_config("fmnist_p1_resize")
-    assert (cfg.model.patch_size, cfg.model.depth, cfg.data.batch_size, cfg.optim.lr, cfg.optim.muon) == \
-        (1, 6, 32, 0.003, True)
+    cfg = load_config("fmnist")
+    assert load_config("fmnist_p1_resize") == cfg
+    arch = model_kwargs(cfg.model.name)
+    assert (arch["dim"], arch["depth"], arch["kernel_size"], arch["patch_size"]) == (128, 6, 5, 1)
+    assert (cfg.data.batch_size, cfg.optim.lr, cfg.optim.muon, cfg.optim.muon_all_convs) == (32, 0.003, True, True)
     assert (cfg.schedule.epochs, cfg.schedule.anneal_at, cfg.schedule.final_div, cfg.schedule.resize_from,
             cfg.schedule.resize_until) == (3, 0.667, 10, 14, 0.5)
     total = cfg.schedule.epochs * 60_000 // cfg.data.batch_size
     sides = [image_size_at(s, total, 28, cfg.schedule) for s in range(total)]
     assert sides[0] == 14 and sides[total // 2 - 1] == 27 and set(sides[total // 2 + 1:]) == {28}  # 28 from 90,016
     assert sorted(set(sides)) == list(range(14, 29)) and sides == sorted(sides)
+    before = load_config("fmnist_v2")
+    assert (before.model.name, before.data.batch_size, before.schedule.epochs, before.schedule.resize_from) == \
+        ("convmixer_fmnist", 64, 6, 0)
 
 
 def test_recipe_values_are_the_papers():
@@ -120,7 +127,7 @@ def test_recipe_values_are_the_papers():
     ("run.device=tpu", "run.device"),
     ("model.act=tanh", "unknown activation"),
     ("schedule.resize_from=28", "resize_from=28 must lie between the patch size"),
-    ("schedule.resize_from=1", "resize_from=1 must lie between the patch size"),
+    ("model.patch_size=2 schedule.resize_from=1", "resize_from=1 must lie between the patch size"),
     ("schedule.resize_until=0", "resize_until must lie in"),
     ("run.ema_bn_images=-1", "run.ema_bn_images must be >= 0"),
     ("run.ema_decay=0 run.ema_bn_images=1000", "it needs run.ema_decay > 0"),

@@ -1,6 +1,6 @@
 """``convmixer train``: run a recipe. With no arguments, the Fashion-MNIST default.
 
-    convmixer train                                   # the default: Fashion-MNIST, convmixer_fmnist
+    convmixer train                                   # the default: Fashion-MNIST, convmixer_128_6_ks5_p1
     convmixer train --config cifar10 --data-root ~/data/cifar-10-batches-py
     convmixer train --epochs 30 --set aug.erase_prob=0.25 --set optim.lr=0.005
     convmixer train --resume runs/<name>              # continue an interrupted run exactly
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: ConvMixer on Fashion-MNIST)",
                        description="Train with the paper's recipe. Settings: a YAML recipe (--config), the flags below, "
                                    "then --set key=value for any field (see `convmixer train --print-config`).")
-    p.add_argument("--config", help="YAML recipe: a path or a shipped name (fmnist, fmnist_p1, fmnist_long, "
+    p.add_argument("--config", help="YAML recipe: a path or a shipped name (fmnist, fmnist_v2, fmnist_p1, fmnist_long, "
                                     "cifar10, imagenet_1536_20, imagenet_768_32); default: fmnist")
     for flag, key, typ, text in FLAGS:
         p.add_argument(flag, dest=key.replace(".", "__"), type=typ, help=text)

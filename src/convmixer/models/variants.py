@@ -49,7 +49,9 @@ register_convmixer("convmixer_256_8_ks5_p2", 256, 8, 5, 2, PretrainedCfg(**CIFAR
 register_convmixer("convmixer_256_8_ks9_p1", 256, 8, 9, 1, PretrainedCfg(**CIFAR10))
 register_convmixer("convmixer_256_16_ks9_p1", 256, 16, 9, 1, PretrainedCfg(**CIFAR10))
 
-# Fashion-MNIST, 28 x 28 grayscale: the default of `convmixer train` (configs/fmnist.yaml)
+# Fashion-MNIST, 28 x 28 grayscale: the default of `convmixer train` (configs/fmnist.yaml) since 2026-12-07, and the
+# one before it (configs/fmnist_v2.yaml; also the shape of the segmentation backbones below)
+register_convmixer("convmixer_128_6_ks5_p1", 128, 6, 5, 1, PretrainedCfg(**FASHION_MNIST))
 register_convmixer("convmixer_fmnist", 128, 8, 5, 2, PretrainedCfg(**FASHION_MNIST))
 
 
