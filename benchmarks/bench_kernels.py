@@ -1,6 +1,6 @@
 """Each kernel of one training step against the machine's limits (issue 15, deliverable 3).
 
-    python benchmarks/bench_kernels.py                                   # the default model, fp32, native ISA
+    python benchmarks/bench_kernels.py                                   # convmixer_fmnist's layer, fp32, native ISA
     CONVMIXER_CPU_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
         python benchmarks/bench_kernels.py --threads 1 --clock cpu        # as on an AVX2-only CPU
     python benchmarks/bench_kernels.py --dtype bfloat16 --threads 1 --out /tmp/kernels.json
