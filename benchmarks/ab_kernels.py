@@ -122,8 +122,8 @@ def run_recipe(hook: StepAlternator, config: str, overrides: list[str], steps: i
     tune_malloc()  # as the CLI does
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="convmixer-ab-") as tmp:
-        cfg = load_config(config, [*overrides, f"run.out_dir={tmp}", "run.progress=false", "run.tensorboard=false",
-                                   "run.checkpoint_minutes=0", f"run.max_steps={steps}"])
+        cfg = load_config(config, ["schedule.resize_from=0", *overrides, f"run.out_dir={tmp}", "run.progress=false",
+                                   "run.tensorboard=false", "run.checkpoint_minutes=0", f"run.max_steps={steps}"])
         trainer = Trainer(cfg, on_step=hook)
         trainer.fit()
         return trainer.plan.describe()
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("base", type=Path, help="the kernels.c to compare against (e.g. from git show REV:...)")
     ap.add_argument("new", type=Path, nargs="?", default=None, help="the other kernels.c (default: the package's)")
-    ap.add_argument("--config", default="fmnist", help="recipe (default fmnist)")
+    ap.add_argument("--config", default="fmnist_v2",
+                    help="recipe (default fmnist_v2: the patch-2 model of issue 15's step figures); progressive "
+                         "resizing is off unless --set turns it on, so every step has the full image size")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps in all (default 1200)")
     ap.add_argument("--window", type=int, default=10, help="steps per version before swapping (default 10)")
