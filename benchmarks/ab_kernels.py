@@ -25,14 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from convmixer.bench.machine import machine
 from convmixer.fast import build
-from convmixer.fast.allocator import tune_malloc
-from convmixer.training.config import load_config
 from convmixer.training.engine import Trainer
+from recipe_steps import add_recipe_args, prepare_process, step_config
 
 
 def depthwise_kernel_sizes(model: nn.Module) -> set[int]:
@@ -119,11 +117,9 @@ class Alternator(StepAlternator):
 def run_recipe(hook: StepAlternator, config: str, overrides: list[str], steps: int, threads: int) -> str:
     """Train ``config`` for ``steps`` optimizer steps with ``hook`` as ``on_step``, as the CLI sets the process up;
     returns the execution plan's description."""
-    tune_malloc()  # as the CLI does
-    torch.set_num_threads(threads)
+    prepare_process(threads)
     with tempfile.TemporaryDirectory(prefix="convmixer-ab-") as tmp:
-        cfg = load_config(config, ["schedule.resize_from=0", *overrides, f"run.out_dir={tmp}", "run.progress=false",
-                                   "run.tensorboard=false", "run.checkpoint_minutes=0", f"run.max_steps={steps}"])
+        cfg = step_config(config, overrides, tmp, steps)
         trainer = Trainer(cfg, on_step=hook)
         trainer.fit()
         return trainer.plan.describe()
@@ -133,14 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("base", type=Path, help="the kernels.c to compare against (e.g. from git show REV:...)")
     ap.add_argument("new", type=Path, nargs="?", default=None, help="the other kernels.c (default: the package's)")
-    ap.add_argument("--config", default="fmnist_v2",
-                    help="recipe (default fmnist_v2: the patch-2 model of issue 15's step figures); progressive "
-                         "resizing is off unless --set turns it on, so every step has the full image size")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_recipe_args(ap)
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps in all (default 1200)")
     ap.add_argument("--window", type=int, default=10, help="steps per version before swapping (default 10)")
     ap.add_argument("--warmup", type=int, default=40, help="steps left out at the start (default 40)")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the result as JSON here")
     args = ap.parse_args(argv)
     texts = []

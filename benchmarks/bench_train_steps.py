@@ -18,35 +18,25 @@ import statistics
 import tempfile
 import time
 
-import torch
-
 from convmixer.bench.machine import gemm_gflops, machine
-from convmixer.fast.allocator import tune_malloc
-from convmixer.training.config import load_config
 from convmixer.training.engine import Trainer
+from recipe_steps import add_recipe_args, prepare_process, step_config
 
 WINDOW = 200  # steps per reported median
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="fmnist_v2",
-                    help="recipe (default fmnist_v2: the patch-2 model of issue 15's step figures); progressive "
-                         "resizing is off unless --set turns it on, so every step has the full image size")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_recipe_args(ap)
     ap.add_argument("--steps", type=int, default=600, help="optimizer steps to run (default 600)")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = ap.parse_args()
     if args.steps <= WINDOW:
         ap.error(f"--steps must be more than {WINDOW}: speeds are medians over complete windows of {WINDOW} steps")
-    tune_malloc()  # as the CLI does
-    torch.set_num_threads(args.threads)
+    prepare_process(args.threads)
     before = gemm_gflops()
     stamps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="convmixer-steps-") as tmp:
-        cfg = load_config(args.config, ["schedule.resize_from=0", *args.set, f"run.out_dir={tmp}",
-                                        "run.progress=false", "run.tensorboard=false", "run.checkpoint_minutes=0",
-                                        f"run.max_steps={args.steps}"])
+        cfg = step_config(args.config, args.set, tmp, args.steps)
         trainer = Trainer(cfg, on_step=lambda _: stamps.append(time.perf_counter()))
         batch = cfg.data.batch_size  # per step (one process, no accumulation here)
         trainer.fit()

@@ -22,13 +22,11 @@ import statistics
 import tempfile
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 from convmixer.bench.machine import machine
-from convmixer.fast.allocator import tune_malloc
-from convmixer.training.config import load_config
 from convmixer.training.engine import Trainer
+from recipe_steps import add_recipe_args, prepare_process, step_config
 
 # operator name -> part of the step; everything else is "the rest" (optimizer, EMA, loss, per-channel statistics,
 # data, dispatch)
@@ -50,19 +48,14 @@ PARTS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="fmnist_v2",
-                    help="recipe (default fmnist_v2: the patch-2 model of issue 15's step figures); progressive "
-                         "resizing is off unless --set turns it on, so every step has the full image size")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_recipe_args(ap)
     ap.add_argument("--warmup", type=int, default=60, help="steps before profiling (default 60)")
     ap.add_argument("--steps", type=int, default=60, help="steps profiled (default 60)")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     ap.add_argument("--json-out", help="also write the parts and the machine as JSON here")
     args = ap.parse_args()
     if args.warmup < 3 or args.steps < 1:
         ap.error("--warmup must be at least 3 and --steps at least 1")
-    tune_malloc()  # as the CLI does
-    torch.set_num_threads(args.threads)
+    prepare_process(args.threads)
     stamps: list[float] = []
     prof = profile(activities=[ProfilerActivity.CPU])
 
@@ -74,9 +67,7 @@ def main() -> None:
             prof.__exit__(None, None, None)
 
     with tempfile.TemporaryDirectory(prefix="convmixer-profile-") as tmp:
-        cfg = load_config(args.config, ["schedule.resize_from=0", *args.set, f"run.out_dir={tmp}",
-                                        "run.progress=false", "run.tensorboard=false", "run.checkpoint_minutes=0",
-                                        f"run.max_steps={args.warmup + args.steps + 1}"])
+        cfg = step_config(args.config, args.set, tmp, args.warmup + args.steps + 1)
         Trainer(cfg, on_step=on_step).fit()
     skip = min(10, args.warmup // 2)  # the first steps build kernels and warm the allocator
     warm = [b - a for a, b in zip(stamps[skip:args.warmup - 1], stamps[skip + 1:args.warmup])]
