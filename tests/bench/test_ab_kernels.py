@@ -23,9 +23,6 @@ pytestmark = pytest.mark.skipif(not build.available(), reason="no C compiler for
 
 
 def load_script():
-    """The script as ``python benchmarks/ab_kernels.py`` runs it: its directory first on sys.path (recipe_steps)."""
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("ab_kernels", ROOT / "benchmarks" / "ab_kernels.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -17,9 +17,6 @@ TINY = [
 
 
 def load_script():
-    """The script as ``python benchmarks/profile_train_step.py`` runs it: its directory first on sys.path (recipe_steps)."""
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("profile_train_step", ROOT / "benchmarks" / "profile_train_step.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
