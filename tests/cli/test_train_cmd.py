@@ -85,6 +85,21 @@ def test_train_eval_predict_end_to_end(trained, tmp_path):
     assert proc.returncode == 2 and "no image could be read" in proc.stderr
 
 
+def test_eval_on_the_training_images(trained, tmp_path):
+    """--split train: the training images without augmentation, reported beside (not over) the test figures."""
+    assert cli("eval", "--checkpoint", str(trained / "last.pt"), "--out", str(tmp_path)).returncode == 0
+    test_report = (tmp_path / "eval.json").read_text()
+    proc = cli("eval", "--checkpoint", str(trained / "last.pt"), "--out", str(tmp_path), "--split", "train")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval-train.json").read_text())
+    assert report["split"] == "train" and report["num_samples"] == 256 and len(report["per_class"]) == 4
+    assert json.loads(test_report)["split"] == "test" and (tmp_path / "eval.json").read_text() == test_report
+    assert (tmp_path / "confusion-train.png").stat().st_size > 1000
+    assert "(256 train images;" in proc.stdout.splitlines()[-1]
+    proc = cli("eval", "--checkpoint", str(trained / "last.pt"), "--split", "val")
+    assert proc.returncode == 2 and "invalid choice: 'val'" in proc.stderr
+
+
 def test_eval_does_test_time_flip_as_the_run_did(tmp_path):
     out = tmp_path / "runs"
     proc = cli("train", *SETS, "--set", "aug.test_flip=true", "--set", "run.max_steps=4", "--set", "run.ema_decay=0.9",

@@ -1,6 +1,7 @@
 """Image folders: mode conversion, unreadable files, layout errors, evaluation crop."""
 
 import io
+import shutil
 import warnings
 
 import numpy as np
@@ -95,6 +96,21 @@ def test_truncated_image_is_skipped_with_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a file already reported is counted once, not warned again
         list(dm.train_loader.iterate(1))
+
+
+def test_eval_split_train_reads_the_training_folder(tmp_path):
+    root = make_image_folder(tmp_path / "ds", per_class=3, size=12)
+    shutil.copy(root / "val" / "cat" / "0.png", root / "val" / "cat" / "extra.png")  # val: one more than train
+    cfg = DataConfig(dataset="folder", root=str(root), image_size=8, eval_batch_size=4, workers=0)
+    test = build_data(cfg, no_augment(), device="cpu", seed=0, train=False)
+    train = build_data(cfg, no_augment(), device="cpu", seed=0, train=False, eval_split="train")
+    assert train.train_loader is None
+    assert sum(len(y) for _, y in test.eval_loader.iterate()) == 7
+    labels = torch.cat([y for _, y in train.eval_loader.iterate()])
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # every training image once, in order, unaugmented
+    subset = build_data(cfg.__class__(**{**cfg.__dict__, "train_subset": 2}), no_augment(), device="cpu", seed=0,
+                        train=False, eval_split="train")
+    assert sorted(torch.cat([y for _, y in subset.eval_loader.iterate()]).tolist()) == [0, 1]
 
 
 def test_strict_mode_fails_with_one_line(tmp_path):

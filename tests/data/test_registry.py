@@ -173,6 +173,13 @@ def test_a_registered_dataset_works_end_to_end(toy_dataset):
     assert sum(len(y) for _, y in dm.eval_loader.iterate()) == 8
     resized = build_data(dataclasses.replace(data, image_size=12), no_augment(), device="cpu", seed=0)
     assert resized.image_size == 12
+    # the training images through the evaluation loader (convmixer eval --split train), no training loader built
+    on_train = build_data(data.validate(), no_augment(), device="cpu", seed=0, train=False, eval_split="train")
+    assert on_train.train_loader is None and on_train.eval_loader.dataset_size == 24
+    seen = torch.cat([y for _, y in on_train.eval_loader.iterate()])
+    assert torch.equal(seen.sort().values, torch.cat([y for _, y in dm.train_loader.iterate(epoch=0)]).sort().values)
+    with pytest.raises(ConfigError, match="evaluation split must be one of test, train"):
+        build_data(data.validate(), no_augment(), device="cpu", seed=0, eval_split="val")
 
 
 def test_a_registered_dataset_reaches_the_training_config_and_costs(toy_dataset):

@@ -102,7 +102,7 @@ def test_eval_report_lines_and_confusion_plot(tmp_path):
     *per_class, headline = task.eval_lines(result, classes)
     assert len(per_class) == 6 and per_class[0] == "  c0  100.00%"
     assert headline == f"top-1 50.00%  top-5 75.00%  loss {result.loss:.4f}"
-    [png] = task.write_eval_outputs(result, classes, tmp_path, "tiny")
+    [png] = task.write_eval_outputs(result, classes, tmp_path / "confusion.png", "tiny")
     assert png == tmp_path / "confusion.png" and Image.open(png).size[0] > 100
 
 

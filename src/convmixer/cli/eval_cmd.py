@@ -2,6 +2,7 @@
 segmentation: mIoU, pixel accuracy and per-class IoU), with the confusion matrix as JSON and a plot.
 
     convmixer eval --checkpoint runs/<name>/best.pt                        # the data it was trained on
+    convmixer eval --checkpoint runs/<name>/best.pt --split train          # its training images, unaugmented
     convmixer eval --checkpoint convmixer_1536_20_ks9_p7.pth.tar --model convmixer_1536_20 \\
                    --dataset folder --data-root /data/imagenet             # the published 81.37%
 """
@@ -20,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="registry name, for files that do not record it (the released weights)")
     p.add_argument("--dataset", help="dataset (default: the one the checkpoint was trained on, else folder)")
     p.add_argument("--data-root", "--data", dest="data_root", help="where the dataset lives")
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="test: the test (val) split; train: the training images without augmentation, to measure "
+                        "the generalization gap (reports eval-train.json, confusion-train.png)")
     p.add_argument("--image-size", type=int, help="evaluation resolution (default: the model's)")
     p.add_argument("--crop-pct", type=float, help="folder data: resize to size/crop_pct, center crop (default: model's)")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch")
@@ -46,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device, DistInfo())
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
-    check_output_path(out / "eval.json")  # before the evaluation, not after it
+    suffix = "" if args.split == "test" else f"-{args.split}"  # a train-split report never replaces the test one
+    check_output_path(out / f"eval{suffix}.json")  # before the evaluation, not after it
     info = load_for_inference(args.checkpoint, args.model, use_ema=args.ema)
     model = info.model.to(device)
     dataset = args.dataset or info.dataset or "folder"
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     known = set(DataConfig.__dataclass_fields__)
     data_cfg = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in base.items() if k in known})
     test_flip = info.test_flip if args.test_flip is None else args.test_flip
-    data = build_data(data_cfg.validate(), no_augment(test_flip=test_flip), device=device, seed=0, train=False)
+    data = build_data(data_cfg.validate(), no_augment(test_flip=test_flip), device=device, seed=0, train=False,
+                      eval_split=args.split)
     task = get_task(info.task)
     data_task = get_dataset_info(dataset).task
     if data_task != info.task:
@@ -83,15 +89,17 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     classes = list(data.classes)
     skipped = len(getattr(data.eval_loader, "skipped", {}))  # unreadable files of folder data, each warned about
-    report = {"checkpoint": str(args.checkpoint), "dataset": dataset, **task.eval_report(result, classes),
+    report = {"checkpoint": str(args.checkpoint), "dataset": dataset, "split": args.split,
+              **task.eval_report(result, classes),
               "test_flip": test_flip, "execution": plan.describe(), "skipped_files": skipped}
-    with atomic_write(out / "eval.json", "w") as f:
+    with atomic_write(out / f"eval{suffix}.json", "w") as f:
         json.dump(report, f, indent=2)
-    written = task.write_eval_outputs(result, classes, out, f"{Path(args.checkpoint).name} on {dataset}")
+    written = task.write_eval_outputs(result, classes, out / f"confusion{suffix}.png",
+                                      f"{Path(args.checkpoint).name} on {dataset} {args.split}")
     *lines, headline = task.eval_lines(result, classes)
     for line in lines:
         print(line)
     left_out = f", {skipped} unreadable skipped" if skipped else ""
-    print(f"{headline}  ({result.num_samples} images{left_out}; "
-          f"{', '.join(str(p) for p in [out / 'eval.json', *written])})")
+    print(f"{headline}  ({result.num_samples} {args.split} images{left_out}; "
+          f"{', '.join(str(p) for p in [out / f'eval{suffix}.json', *written])})")
     return 0

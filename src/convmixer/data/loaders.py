@@ -270,6 +270,9 @@ class DataModule:
                 f"{self.in_chans}x{self.image_size}x{self.image_size}, {self.augment!r}")
 
 
+EVAL_SPLITS = ("test", "train")  # what an evaluation loader can read (build_data's eval_split)
+
+
 def load_array_dataset(data: DataConfig, split: str) -> ArrayDataset:
     """The in-memory dataset ``data.dataset``'s ``split`` ("train" | "test") from its registry entry's loader, cut
     to the configured subset."""
@@ -308,17 +311,24 @@ def _stats(data: DataConfig, in_chans: int) -> tuple[tuple[float, ...], tuple[fl
 
 
 def build_data(data: DataConfig, aug: AugmentConfig, *, device: torch.device | str, seed: int, rank: int = 0,
-               world_size: int = 1, train: bool = True) -> DataModule:
+               world_size: int = 1, train: bool = True, eval_split: str = "test") -> DataModule:
     """Load ``data.dataset`` and build its loaders and augmentation for rank ``rank`` of ``world_size``.
+
+    The evaluation loader reads ``eval_split``: "test" (the test or val split) or "train" (the training images,
+    cut to ``data.train_subset``, without augmentation: what ``convmixer eval --split train`` measures, the
+    generalization gap).
 
     ``data`` and ``aug`` are validated where they enter (the Trainer, the CLI commands); this checks only what
     depends on the data itself (batch size against the set's size, mean/std against its channels)."""
     device = torch.device(device)
     if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
         raise ConfigError(f"rank {rank} must be in 0..world_size-1 (world_size {world_size})")
+    if eval_split not in EVAL_SPLITS:
+        raise ConfigError(f"the evaluation split must be one of {', '.join(EVAL_SPLITS)}, got {eval_split!r}")
     if not get_dataset_info(data.dataset).in_memory:
-        return _build_folder(data, aug, device=device, seed=seed, rank=rank, world_size=world_size, train=train)
-    eval_ds = load_array_dataset(data, "test")
+        return _build_folder(data, aug, device=device, seed=seed, rank=rank, world_size=world_size, train=train,
+                             eval_split=eval_split)
+    eval_ds = load_array_dataset(data, eval_split)
     train_ds = load_array_dataset(data, "train") if train else None
     size = data.image_size or eval_ds.images.shape[-1]
     eval_ds = resize_dataset(eval_ds, size, data.interpolation)
@@ -349,17 +359,19 @@ def _check_batches(data: DataConfig, n: int, world_size: int) -> None:
 
 
 def _build_folder(data: DataConfig, aug: AugmentConfig, *, device: torch.device, seed: int, rank: int,
-                  world_size: int, train: bool) -> DataModule:
+                  world_size: int, train: bool, eval_split: str) -> DataModule:
     if not data.root:
         raise ConfigError("the folder dataset needs --root (a directory with train/<class>/ and val/<class>/)")
-    classes, train_split, val_split = scan_image_folder(data.root, train=train)
+    classes, train_split, val_split = scan_image_folder(data.root, train=train or eval_split == "train")
     info = get_dataset_info(data.dataset)
     in_chans, size = info.in_chans, data.image_size or info.image_size
     crop_pct = data.crop_pct or info.crop_pct
     mean, std = _stats(data, in_chans)
-    if train and data.train_subset is not None:
+    if train_split is not None and data.train_subset is not None:
         train_split = _head_split(train_split, data.train_subset)
-    if data.eval_subset is not None:
+    if eval_split == "train":
+        val_split = train_split  # the training images through the evaluation transform (resize, center crop)
+    elif data.eval_subset is not None:
         val_split = _head_split(val_split, data.eval_subset)
     eval_set = FolderEvalSet(val_split, size=size, in_chans=in_chans, crop_pct=crop_pct,
                              interpolation=data.interpolation)

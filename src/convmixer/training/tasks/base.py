@@ -89,8 +89,9 @@ class Task(ABC):
         """eval.json's figures for ``convmixer eval``."""
 
     @abstractmethod
-    def write_eval_outputs(self, result: EvalMetrics, classes: list[str], out: Path, title: str) -> list[Path]:
-        """Files ``convmixer eval`` writes beside eval.json (plots); returns their paths."""
+    def write_eval_outputs(self, result: EvalMetrics, classes: list[str], path: Path, title: str) -> list[Path]:
+        """The plot ``convmixer eval`` writes beside eval.json (``path``: the confusion matrix's PNG); returns the
+        paths written."""
 
     @abstractmethod
     def eval_lines(self, result: EvalMetrics, classes: list[str]) -> list[str]:

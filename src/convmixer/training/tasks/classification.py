@@ -184,8 +184,7 @@ class ClassificationTask(Task):
         return {"num_samples": result.num_samples, "top1": result.top1, "top5": result.top5, "loss": result.loss,
                 "per_class": dict(zip(classes, result.per_class))}
 
-    def write_eval_outputs(self, result: EvalResult, classes: list[str], out: Path, title: str) -> list[Path]:
-        path = out / "confusion.png"
+    def write_eval_outputs(self, result: EvalResult, classes: list[str], path: Path, title: str) -> list[Path]:
         plot_confusion(result.confusion, classes, path, f"{title}: top-1 {result.top1:.2f}%")
         return [path]
 

@@ -216,8 +216,7 @@ class SegmentationTask(Task):
                 "loss": result.loss, "per_class_iou": dict(zip(classes, result.per_class_iou)),
                 "classes": list(classes), "confusion": result.confusion.tolist()}
 
-    def write_eval_outputs(self, result: SegEvalResult, classes: list[str], out: Path, title: str) -> list[Path]:
-        path = out / "confusion.png"
+    def write_eval_outputs(self, result: SegEvalResult, classes: list[str], path: Path, title: str) -> list[Path]:
         plot_confusion(result.confusion, classes, path, f"{title}: mIoU {result.miou:.2f}%")
         return [path]
 
