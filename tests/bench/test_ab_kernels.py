@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import sys
 import types
 from pathlib import Path
 
