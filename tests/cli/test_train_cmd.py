@@ -95,7 +95,7 @@ def test_eval_on_the_training_images(trained, tmp_path):
     assert report["split"] == "train" and report["num_samples"] == 256 and len(report["per_class"]) == 4
     assert json.loads(test_report)["split"] == "test" and (tmp_path / "eval.json").read_text() == test_report
     assert (tmp_path / "confusion-train.png").stat().st_size > 1000
-    assert "(256 train images;" in proc.stdout.splitlines()[-1]
+    assert "(256 training images;" in proc.stdout.splitlines()[-1]
     proc = cli("eval", "--checkpoint", str(trained / "last.pt"), "--split", "val")
     assert proc.returncode == 2 and "invalid choice: 'val'" in proc.stderr
 

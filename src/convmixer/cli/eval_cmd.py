@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     left_out = f", {skipped} unreadable skipped" if skipped else ""
-    print(f"{headline}  ({result.num_samples} {args.split} images{left_out}; "
+    what = "images" if args.split == "test" else "training images"
+    print(f"{headline}  ({result.num_samples} {what}{left_out}; "
           f"{', '.join(str(p) for p in [out / f'eval{suffix}.json', *written])})")
     return 0
